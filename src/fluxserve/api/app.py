@@ -1,0 +1,59 @@
+"""``create_app(settings)``: composition only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from fluxserve import __version__
+from fluxserve.api import models, outputs, predictions, problems
+from fluxserve.api.auth import KeyCache
+from fluxserve.config import Settings
+from fluxserve.runtime import Runtime
+
+log = logging.getLogger("fluxserve")
+API_PREFIXES = ("/v1", "/replicate/v1")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app: the Replicate API under ``/v1`` and ``/replicate/v1`` (+ the worker, if enabled)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.open(settings, with_worker=settings.worker)
+        app.state.runtime = runtime
+        app.state.key_cache = KeyCache(runtime.store)
+        if await runtime.store.count_keys() == 0:
+            log.warning("No API keys yet. Create one with:  fluxserve keys create --data-dir %s", settings.data_dir)
+        log.info(
+            "fluxserve %s: models %s; database %s; worker %s",
+            __version__,
+            ", ".join(spec.ref for spec in runtime.registry),
+            runtime.store.dialect,
+            "in-process" if settings.worker else "off",
+        )
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="fluxserve",
+        version=__version__,
+        description="Self-hosted FLUX image predictions behind the Replicate HTTP API.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for prefix in API_PREFIXES:
+        for router in (predictions.router, models.router, outputs.router):
+            app.include_router(router, prefix=prefix)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> Response:
+        return Response('{"status":"ok"}', media_type="application/json")
+
+    return app

@@ -1,0 +1,87 @@
+"""Model and version endpoints, and the account."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from fluxserve.api.auth import current_key
+from fluxserve.api.deps import links, service
+from fluxserve.api.links import Links
+from fluxserve.api.render import json_response
+from fluxserve.errors import NotFound
+from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
+from fluxserve.schema import Account, Model, ModelPage, Problem, Version, VersionPage
+from fluxserve.service import PredictionService
+from fluxserve.store.rows import KeyRow
+
+router = APIRouter(tags=["models"])
+
+Key = Annotated[KeyRow, Depends(current_key)]
+Service = Annotated[PredictionService, Depends(service)]
+LinksDep = Annotated[Links, Depends(links)]
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "No or unknown API key"},
+    404: {"model": Problem, "description": "No such model or version"},
+}
+
+
+def _version(spec: ModelSpec) -> Version:
+    return Version(
+        id=spec.version_id,
+        created_at=VERSION_CREATED_AT,
+        cog_version=COG_VERSION,
+        openapi_schema=spec.openapi_schema,
+    )
+
+
+async def _model(spec: ModelSpec, svc: PredictionService, lk: Links) -> Model:
+    return Model(
+        url=f"{lk.origin}/?model={spec.ref}",
+        owner=spec.owner,
+        name=spec.name,
+        description=spec.description,
+        run_count=await svc.store.count_predictions(spec.ref),
+        latest_version=_version(spec),
+    )
+
+
+@router.get("/models", response_model=ModelPage, responses=_ERRORS, summary="List models")
+async def list_models(_key: Key, svc: Service, lk: LinksDep) -> Response:
+    """Every model this deployment serves."""
+    results = [await _model(spec, svc, lk) for spec in svc.registry]
+    return json_response(ModelPage(next=None, previous=None, results=results))
+
+
+@router.get("/models/{owner}/{name}", response_model=Model, responses=_ERRORS, summary="Get a model")
+async def get_model(owner: str, name: str, _key: Key, svc: Service, lk: LinksDep) -> Response:
+    """A model with its ``latest_version`` (Cog-style ``openapi_schema``)."""
+    return json_response(await _model(svc.model(owner, name), svc, lk))
+
+
+@router.get("/models/{owner}/{name}/versions", response_model=VersionPage, responses=_ERRORS, summary="List versions")
+async def list_versions(owner: str, name: str, _key: Key, svc: Service) -> Response:
+    """A model's versions (one: the schema this deployment serves)."""
+    return json_response(VersionPage(next=None, previous=None, results=[_version(svc.model(owner, name))]))
+
+
+@router.get(
+    "/models/{owner}/{name}/versions/{version_id}",
+    response_model=Version,
+    responses=_ERRORS,
+    summary="Get a version",
+)
+async def get_version(owner: str, name: str, version_id: str, _key: Key, svc: Service) -> Response:
+    """One version of a model."""
+    spec = svc.model(owner, name)
+    if version_id != spec.version_id:
+        raise NotFound(f"Version {version_id} of {spec.ref} not found; the current version is {spec.version_id}.")
+    return json_response(_version(spec))
+
+
+@router.get("/account", response_model=Account, responses=_ERRORS, summary="The account of the key in use")
+async def get_account(key: Key) -> Response:
+    """The key's account (the key's name stands for the user)."""
+    return json_response(Account(username=key.name, name=key.name))

@@ -1,0 +1,177 @@
+"""Prediction endpoints: create (model route and version route), get, list, cancel."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
+
+from fluxserve.api.auth import current_key
+from fluxserve.api.body import json_body_schema, parse_json_body
+from fluxserve.api.deps import links, service
+from fluxserve.api.links import Links
+from fluxserve.api.render import json_response, render_prediction
+from fluxserve.errors import InvalidRequest
+from fluxserve.lifecycle import Status
+from fluxserve.schema import Prediction, PredictionPage, PredictionRequest, Problem
+from fluxserve.service import PredictionService
+from fluxserve.store.rows import KeyRow, PredictionRow
+
+router = APIRouter(tags=["predictions"])
+
+Key = Annotated[KeyRow, Depends(current_key)]
+Service = Annotated[PredictionService, Depends(service)]
+LinksDep = Annotated[Links, Depends(links)]
+PreferHeader = Annotated[
+    str | None,
+    Header(description="`wait` or `wait=N` (1..60): hold the request until the prediction finishes or N s pass"),
+]
+
+_WAIT = re.compile(r"^wait(?:\s*=\s*(\d+))?$")
+MAX_WAIT_SECONDS = 60
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "No or unknown API key"},
+    404: {"model": Problem, "description": "No such model or prediction"},
+    422: {"model": Problem, "description": "Invalid request or input"},
+}
+
+
+def parse_prefer_wait(header: str | None) -> tuple[int, str] | None:
+    """``Prefer: wait`` / ``wait=N`` → (seconds clamped to 1..60, the preference as applied)."""
+    if not header:
+        return None
+    for part in header.split(","):
+        match = _WAIT.match(part.strip().lower())
+        if match:
+            if match.group(1) is None:
+                return MAX_WAIT_SECONDS, "wait"
+            seconds = min(max(int(match.group(1)), 1), MAX_WAIT_SECONDS)
+            return seconds, f"wait={seconds}"
+    return None
+
+
+async def _respond_created(row: PredictionRow, svc: PredictionService, lk: Links, prefer: str | None) -> Response:
+    wait = parse_prefer_wait(prefer)
+    if wait is None:
+        return json_response(render_prediction(row, lk), 201)
+    seconds, applied = wait
+    row = await svc.wait(row, seconds)
+    headers = {"Preference-Applied": applied}
+    if row.status.is_terminal:
+        return json_response(render_prediction(row, lk), 201, headers)
+    # Not finished in time: the official clients read anything but "starting" as done, so say
+    # "starting" (they then poll urls.get) even when the prediction is already processing.
+    headers["Location"] = lk.prediction(row.id)
+    return json_response(render_prediction(row, lk, status=Status.STARTING), 202, headers)
+
+
+@router.post(
+    "/models/{owner}/{name}/predictions",
+    status_code=201,
+    response_model=Prediction,
+    responses={
+        202: {"model": Prediction, "description": "Created; not finished within Prefer: wait"},
+        **_ERRORS,
+    },
+    summary="Create a prediction of a model (official-model route)",
+    openapi_extra=json_body_schema(PredictionRequest),
+)
+async def create_model_prediction(
+    owner: str, name: str, request: Request, key: Key, svc: Service, lk: LinksDep, prefer: PreferHeader = None
+) -> Response:
+    """Create a prediction of ``owner/name``; its ``version`` reads ``"hidden"``."""
+    spec = svc.model(owner, name)
+    body = await parse_json_body(request, PredictionRequest)
+    row = await svc.create(key, spec, "hidden", body)
+    return await _respond_created(row, svc, lk, prefer)
+
+
+@router.post(
+    "/predictions",
+    status_code=201,
+    response_model=Prediction,
+    responses={
+        202: {"model": Prediction, "description": "Created; not finished within Prefer: wait"},
+        **_ERRORS,
+    },
+    summary="Create a prediction of a version",
+    openapi_extra=json_body_schema(PredictionRequest),
+)
+async def create_prediction(
+    request: Request, key: Key, svc: Service, lk: LinksDep, prefer: PreferHeader = None
+) -> Response:
+    """Create a prediction; ``version`` is a version id, ``owner/name`` or ``owner/name:version_id``."""
+    body = await parse_json_body(request, PredictionRequest)
+    ref = body.version or body.model
+    if not ref:
+        raise InvalidRequest(
+            "version is required: a version id, owner/name or owner/name:version_id",
+            invalid_fields=[{"type": "required", "field": "version", "description": "version is required"}],
+        )
+    spec, version = svc.resolve_version(ref)
+    row = await svc.create(key, spec, version, body)
+    return await _respond_created(row, svc, lk, prefer)
+
+
+@router.get("/predictions/{prediction_id}", response_model=Prediction, responses=_ERRORS, summary="Get a prediction")
+async def get_prediction(prediction_id: str, key: Key, svc: Service, lk: LinksDep) -> Response:
+    """One of the key's predictions."""
+    return json_response(render_prediction(await svc.get(key, prediction_id), lk))
+
+
+def _parse_time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"{name} must be an ISO-8601 timestamp such as 2026-01-31T12:00:00Z, got {value!r}",
+            invalid_fields=[{"type": "format", "field": name, "description": "must be an ISO-8601 timestamp"}],
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@router.get("/predictions", response_model=PredictionPage, responses=_ERRORS, summary="List predictions")
+async def list_predictions(
+    key: Key,
+    svc: Service,
+    lk: LinksDep,
+    cursor: Annotated[str | None, Query(description="Opaque; follow `next`/`previous` as given")] = None,
+    created_after: Annotated[str | None, Query(description="ISO-8601; only predictions created after")] = None,
+    created_before: Annotated[str | None, Query(description="ISO-8601; only predictions created before")] = None,
+) -> Response:
+    """The key's predictions, newest first, 100 a page."""
+    page = await svc.list(
+        key,
+        cursor=cursor,
+        created_after=_parse_time("created_after", created_after),
+        created_before=_parse_time("created_before", created_before),
+    )
+    filters = {k: v for k, v in (("created_after", created_after), ("created_before", created_before)) if v}
+
+    def page_url(c: str | None) -> str | None:
+        return f"{lk.api}/predictions?{urlencode({**filters, 'cursor': c})}" if c else None
+
+    return json_response(
+        PredictionPage(
+            next=page_url(page.next_cursor),
+            previous=page_url(page.previous_cursor),
+            results=[render_prediction(r, lk) for r in page.results],
+        )
+    )
+
+
+@router.post(
+    "/predictions/{prediction_id}/cancel",
+    response_model=Prediction,
+    responses=_ERRORS,
+    summary="Cancel a prediction",
+)
+async def cancel_prediction(prediction_id: str, key: Key, svc: Service, lk: LinksDep) -> Response:
+    """Cancel; the body is ignored (clients send none, or an empty JSON object)."""
+    return json_response(render_prediction(await svc.cancel(key, prediction_id), lk))

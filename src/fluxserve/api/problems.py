@@ -1,0 +1,98 @@
+"""The one error → HTTP table: every error becomes ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fluxserve.errors import FluxserveError
+
+log = logging.getLogger("fluxserve.api")
+
+_TITLES = {400: "Bad request", 401: "Unauthenticated", 404: "Not found", 405: "Method not allowed"}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    invalid_fields: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A problem+json response (title, detail, status[, invalid_fields])."""
+    body: dict[str, Any] = {"title": title, "detail": detail, "status": status}
+    if invalid_fields is not None:
+        body["invalid_fields"] = invalid_fields
+    return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "body"
+
+
+async def _fluxserve_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FluxserveError)
+    return problem_response(exc.status, exc.title, exc.detail, invalid_fields=exc.invalid_fields)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    fields: list[dict[str, Any]] = []
+    for err in exc.errors():
+        kind = str(err.get("type", "invalid"))
+        field = _field_name(tuple(err.get("loc", ())))
+        if kind == "json_invalid":
+            message = f"request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
+            field = "body"
+        elif kind == "missing":
+            message = f"{field} is required"
+        else:
+            message = f"{field}: {err.get('msg')}"
+        fields.append({"type": kind, "field": field, "description": message})
+    detail = "".join(f"- {f['description']}\n" for f in fields)
+    title = "Invalid JSON" if any(f["type"] == "json_invalid" for f in fields) else "Invalid request"
+    return problem_response(422, title, detail, invalid_fields=fields)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    title = _TITLES.get(exc.status_code, "Error")
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "No such endpoint. The API lives under /v1 (and /replicate/v1)."
+    return problem_response(exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+
+
+async def _database_error(_request: Request, exc: Exception) -> Response:
+    log.error("database error: %s", exc)
+    return problem_response(
+        503,
+        "Service unavailable",
+        "The database is unreachable; try again shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _unexpected(_request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return problem_response(500, "Internal server error", "An unexpected error occurred; it has been logged.")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(FluxserveError, _fluxserve_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(ConnectionError, _database_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,1 @@
+"""The ``fluxserve`` command line."""

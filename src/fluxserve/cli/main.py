@@ -1,0 +1,128 @@
+"""``fluxserve``: serve the API, manage keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fluxserve.config import Settings
+
+app = typer.Typer(help="fluxserve: self-hosted FLUX predictions behind the Replicate HTTP API.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (env FLUXSERVE_DATA_DIR).", show_default=False),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLAlchemy URL (env FLUXSERVE_DATABASE_URL); default SQLite in the data dir."),
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the command-line options that were given on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 5000].", show_default=False)] = None,
+    data_dir: DataDir = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Serve tiny random FLUX pipelines built locally: images are noise.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="API only; workers run elsewhere.")] = False,
+) -> None:
+    """Run the API and the in-process worker."""
+    import uvicorn
+
+    from fluxserve.api.app import create_app
+
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        demo=True if demo else None,
+        database_url=database_url,
+        worker=False if no_worker else None,
+    )
+    _configure_logging(settings.log_level)
+    if settings.demo:
+        logging.getLogger("fluxserve").warning(
+            "Demo mode: models run tiny random pipelines; the images are noise, not FLUX output."
+        )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API key and print it (alone, on the last line). It is shown only this once."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def create() -> str:
+        from fluxserve.store.db import create_engine, migrate
+        from fluxserve.store.store import Store
+
+        store = Store(create_engine(settings.resolved_database_url()))
+        try:
+            await migrate(store.engine)
+            row, token = await store.create_key(name)
+        finally:
+            await store.close()
+        typer.echo(f"Created API key {row.id} ({row.name}). It is shown only once; store it now:", err=False)
+        return token
+
+    token = asyncio.run(create())
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List API keys (ids and names; the keys themselves are not stored)."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def fetch() -> None:
+        from fluxserve.store.db import create_engine, migrate
+        from fluxserve.store.store import Store
+
+        store = Store(create_engine(settings.resolved_database_url()))
+        try:
+            await migrate(store.engine)
+            for key in await store.list_keys():
+                state = "revoked" if key.revoked_at else "active"
+                typer.echo(f"{key.id}  {key.name}  created {key.created_at:%Y-%m-%d %H:%M}Z  {state}")
+        finally:
+            await store.close()
+
+    asyncio.run(fetch())
+
+
+def main() -> None:
+    """Entry point of the ``fluxserve`` script."""
+    app()

@@ -1,0 +1,90 @@
+"""Settings: every knob, its default and a one-line doc. The only reader of ``os.environ``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fluxserve"
+
+
+class Settings(BaseSettings):
+    """fluxserve's configuration. Each field is read from ``FLUXSERVE_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FLUXSERVE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the SQLite database, output files and demo weights live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is SQLite in the data dir. PostgreSQL: postgresql+asyncpg://user@host/db",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `fluxserve serve` binds to.")
+    port: int = Field(default=5000, description="Port `fluxserve serve` listens on.")
+    demo: bool = Field(
+        default=False,
+        description="Serve the FLUX models from tiny random pipelines built into the data dir (images are noise).",
+    )
+    worker: bool = Field(default=True, description="Run the prediction worker inside the API process.")
+    worker_concurrency: int = Field(
+        default=1, ge=1, description="Predictions the in-process worker runs at once (1 per GPU)."
+    )
+    device: str | None = Field(default=None, description="torch device for predictors; default cuda if present.")
+    flux_schnell_weights: str = Field(
+        default="black-forest-labs/FLUX.1-schnell",
+        description="Hugging Face repo id or local diffusers directory for flux-schnell.",
+    )
+    trust_forwarded_headers: bool = Field(
+        default=False,
+        description="Build URLs from X-Forwarded-Proto/Host/Prefix (set this only behind a proxy you run).",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Fixed external base URL (e.g. https://img.example.com); overrides the request's host.",
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="How long a worker's claim on a prediction lasts without a heartbeat."
+    )
+    poll_interval: float = Field(
+        default=2.0, gt=0, description="Seconds an idle worker sleeps between queue checks when not woken."
+    )
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="SQLite synchronous pragma (WAL mode). NORMAL survives process crashes; FULL also power loss.",
+    )
+    extra_models: list[str] = Field(
+        default_factory=list,
+        description="Import paths 'module:attr' of extra ModelSpecs (or lists of them) to serve, "
+        "e.g. fluxserve.predictors.fixtures:ALL for tests and benchmarks.",
+    )
+    log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the setting, or SQLite inside the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'fluxserve.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Directory holding output files."""
+        return self.data_dir / "outputs"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Directory where predictors write files before they are stored."""
+        return self.data_dir / "tmp"
+
+    @property
+    def demo_weights_dir(self) -> Path:
+        """Directory holding the tiny random pipelines of ``--demo``."""
+        return self.data_dir / "demo-weights"

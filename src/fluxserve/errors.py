@@ -1,0 +1,59 @@
+"""One error tree. Each error knows its HTTP status and problem title; ``api/problems.py`` maps them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FluxserveError(Exception):
+    """Base of every error the API reports to clients as ``application/problem+json``."""
+
+    status: int = 500
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str, *, invalid_fields: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.invalid_fields = invalid_fields
+
+
+class Unauthenticated(FluxserveError):
+    """No key, or a key we do not know."""
+
+    status = 401
+    title = "Unauthenticated"
+
+
+class NotFound(FluxserveError):
+    """A resource that does not exist or belongs to another key."""
+
+    status = 404
+    title = "Not found"
+
+
+class InvalidRequest(FluxserveError):
+    """The request body or a parameter is malformed (bad JSON, missing ``input``, bad cursor)."""
+
+    status = 422
+    title = "Invalid request"
+
+
+class InputValidationFailed(FluxserveError):
+    """The prediction ``input`` does not match the model's schema."""
+
+    status = 422
+    title = "Input validation failed"
+
+
+class InvalidVersion(FluxserveError):
+    """``version`` names no version we serve (Replicate answers this with 422)."""
+
+    status = 422
+    title = "Invalid version or not permitted"
+
+
+class ServiceUnavailable(FluxserveError):
+    """A dependency (the database) is down; retry later."""
+
+    status = 503
+    title = "Service unavailable"

@@ -1,0 +1,126 @@
+"""Fixture models for tests and benchmarks, named for the behaviour they provoke. No torch.
+
+Served only when named in ``FLUXSERVE_EXTRA_MODELS`` (e.g. ``fluxserve.predictors.fixtures:ALL``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fluxserve.predictors.base import PredictContext, Predictor
+from fluxserve.predictors.inputs import URI_LIST_OUTPUT, InputField
+from fluxserve.registry import ModelSpec
+
+_TEXT = InputField("prompt", "string", "Any text; echoed back", default="")
+
+
+class Noop:
+    """Returns its prompt at once: measures pure serving overhead."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """Echo the prompt."""
+        return inputs["prompt"]
+
+
+class SlowSteps:
+    """Sleeps ``steps`` × ``step_seconds``, reporting progress (and so noticing cancel) each step."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """Sleep step by step; return the number of steps done."""
+        ctx.log(f"Using seed: {inputs['seed'] or 0}")
+        for step in range(1, inputs["steps"] + 1):
+            time.sleep(inputs["step_seconds"])
+            ctx.progress(step, inputs["steps"])
+        return [f"done {inputs['steps']} steps"]
+
+
+class RaisesInPredict:
+    """Raises inside predict with the given message."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """Fail."""
+        ctx.log("about to fail")
+        raise RuntimeError(inputs["message"])
+
+
+class RaisesInSetup:
+    """Fails to load, like a model whose weights are missing."""
+
+    def setup(self) -> None:
+        """Fail."""
+        raise RuntimeError("fixture weights are missing on purpose")
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """Never reached."""
+        raise AssertionError("setup failed")
+
+
+class WritesImage:
+    """Writes ``count`` small PNG files with Pillow: exercises output storage without torch."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """Write the images and return their paths."""
+        from PIL import Image
+
+        paths: list[Path] = []
+        for i in range(inputs["count"]):
+            path = ctx.output_dir / f"out-{i}.png"
+            Image.new("RGB", (inputs["size"], inputs["size"]), (40 * i % 256, 120, 200)).save(path)
+            paths.append(path)
+        return paths
+
+
+def _spec(name: str, predictor: type[Predictor], inputs: tuple[InputField, ...], output: dict[str, Any]) -> ModelSpec:
+    return ModelSpec(
+        owner="fluxserve-fixtures",
+        name=name,
+        description=f"Test fixture: {predictor.__doc__}",
+        inputs=inputs,
+        output_schema=output,
+        predictor_factory=lambda _settings: predictor(),
+    )
+
+
+NOOP = _spec("noop", Noop, (_TEXT,), {"type": "string", "title": "Output"})
+SLOW_STEPS = _spec(
+    "slow-steps",
+    SlowSteps,
+    (
+        InputField("steps", "integer", "Number of steps", default=10, minimum=1, maximum=10_000),
+        InputField("step_seconds", "number", "Seconds per step", default=0.1, minimum=0, maximum=60),
+        InputField("seed", "integer", "Logged like a real model's seed"),
+    ),
+    {"type": "array", "items": {"type": "string"}, "title": "Output"},
+)
+RAISES_IN_PREDICT = _spec(
+    "raises-in-predict",
+    RaisesInPredict,
+    (InputField("message", "string", "The error message", default="the fixture failed on purpose"),),
+    {"type": "string", "title": "Output"},
+)
+RAISES_IN_SETUP = _spec("raises-in-setup", RaisesInSetup, (_TEXT,), {"type": "string", "title": "Output"})
+WRITES_IMAGE = _spec(
+    "writes-image",
+    WritesImage,
+    (
+        InputField("count", "integer", "How many images", default=1, minimum=0, maximum=8),
+        InputField("size", "integer", "Side in pixels", default=64, minimum=1, maximum=2048),
+    ),
+    URI_LIST_OUTPUT,
+)
+
+ALL: tuple[ModelSpec, ...] = (NOOP, SLOW_STEPS, RAISES_IN_PREDICT, RAISES_IN_SETUP, WRITES_IMAGE)

@@ -1,0 +1,311 @@
+"""The shared input catalog: one definition per input field, its schema and its validation.
+
+Every model's input schema is a tuple of :class:`InputField`. From it we derive both the Cog-style
+OpenAPI ``Input`` schema published at ``GET /v1/models/{owner}/{name}`` and the validator that turns
+a client's ``input`` object into the keyword arguments a predictor receives (defaults filled in).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FieldType = Literal["string", "integer", "number", "boolean", "uri"]
+
+#: Replicate's schnell/dev size table (width, height) at 1 megapixel; hand-picked, not computed.
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "16:9": (1344, 768),
+    "21:9": (1536, 640),
+    "3:2": (1216, 832),
+    "2:3": (832, 1216),
+    "4:5": (896, 1088),
+    "5:4": (1088, 896),
+    "3:4": (896, 1152),
+    "4:3": (1152, 896),
+    "9:16": (768, 1344),
+    "9:21": (640, 1536),
+}
+
+OUTPUT_FORMATS: tuple[str, ...] = ("webp", "jpg", "png")
+MEGAPIXELS: tuple[str, ...] = ("1", "0.25")
+
+
+def image_size(aspect_ratio: str, megapixels: str = "1") -> tuple[int, int]:
+    """Return (width, height) for a schnell/dev ``aspect_ratio`` and ``megapixels`` ("1" or "0.25")."""
+    width, height = ASPECT_RATIOS[aspect_ratio]
+    if megapixels == "0.25":
+        return width // 2, height // 2
+    return width, height
+
+
+_NO_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True)
+class InputField:
+    """One input of a model, as Cog would publish it."""
+
+    name: str
+    type: FieldType
+    description: str
+    default: Any = _NO_DEFAULT
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def has_default(self) -> bool:
+        """Whether the field has a default value (fields without one are ``None`` when absent)."""
+        return self.default is not _NO_DEFAULT
+
+    @property
+    def title(self) -> str:
+        """Cog's title: the name with words capitalised."""
+        return " ".join(w.capitalize() for w in self.name.split("_"))
+
+
+@dataclass(frozen=True)
+class InvalidField:
+    """One reason an input was refused; serialised into a 422's ``invalid_fields``."""
+
+    type: str
+    field: str
+    description: str
+
+
+@dataclass
+class InputValidation:
+    """Result of :func:`validate_input`: the values a predictor gets, or the reasons it cannot run."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    errors: list[InvalidField] = field(default_factory=list)
+
+
+def _check_type(f: InputField, value: Any) -> tuple[Any, str | None]:
+    """Coerce ``value`` the way Cog's pydantic does in lax mode; return (value, error or None)."""
+    if f.type == "boolean":
+        if isinstance(value, bool):
+            return value, None
+        return value, "must be a boolean (true or false)"
+    if f.type == "integer":
+        if isinstance(value, bool):
+            return value, "must be an integer"
+        if isinstance(value, int):
+            return value, None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value), None
+        if isinstance(value, str):
+            try:
+                return int(value.strip()), None
+            except ValueError:
+                pass
+        return value, "must be an integer"
+    if f.type == "number":
+        if isinstance(value, bool):
+            return value, "must be a number"
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value), None
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+                if math.isfinite(number):
+                    return number, None
+            except ValueError:
+                pass
+        return value, "must be a number"
+    # string and uri
+    if isinstance(value, str):
+        return value, None
+    if f.type == "string" and isinstance(value, int | float) and not isinstance(value, bool):
+        # Cog accepts numbers for string enums such as megapixels: 1 -> "1".
+        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+        return text, None
+    return value, "must be a string" if f.type == "string" else "must be a URI string"
+
+
+def _format_choices(choices: tuple[Any, ...]) -> str:
+    return ", ".join(f'"{c}"' if isinstance(c, str) else str(c) for c in choices)
+
+
+def _check_field(f: InputField, raw: Any) -> tuple[Any, InvalidField | None]:
+    key = f"input.{f.name}"
+    value, type_error = _check_type(f, raw)
+    if type_error:
+        return raw, InvalidField("invalid_type", key, f"{f.name} {type_error}")
+    if f.choices is not None and value not in f.choices:
+        return value, InvalidField(
+            "enum", key, f"{f.name} must be one of {_format_choices(f.choices)} (got {_show(raw)})"
+        )
+    if f.minimum is not None and value < f.minimum:
+        limit = _num(f.minimum)
+        return value, InvalidField(
+            "greater_than_or_equal",
+            key,
+            f"{f.name} must be greater than or equal to {limit} (got {_show(raw)})",
+        )
+    if f.maximum is not None and value > f.maximum:
+        limit = _num(f.maximum)
+        return value, InvalidField(
+            "less_than_or_equal", key, f"{f.name} must be less than or equal to {limit} (got {_show(raw)})"
+        )
+    return value, None
+
+
+def _show(value: Any) -> str:
+    """A value as the client wrote it (JSON), for error messages."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def validate_input(fields: tuple[InputField, ...], raw: Any) -> InputValidation:
+    """Validate a client's ``input`` object against ``fields``.
+
+    Unknown keys, wrong types, out-of-range numbers, values outside an enum and missing required
+    fields are all reported at once. ``None`` counts as absent, as in Cog.
+    """
+    result = InputValidation()
+    if not isinstance(raw, dict):
+        result.errors.append(InvalidField("invalid_type", "input", "input must be a JSON object"))
+        return result
+    known = {f.name for f in fields}
+    for key in raw:
+        if key not in known:
+            allowed = ", ".join(f.name for f in fields)
+            result.errors.append(
+                InvalidField(
+                    "additional_property_not_allowed",
+                    f"input.{key}",
+                    f"Additional property {key} is not allowed (this model takes: {allowed})",
+                )
+            )
+    for f in fields:
+        raw_value = raw.get(f.name)
+        if raw_value is None:
+            if f.required:
+                result.errors.append(InvalidField("required", f"input.{f.name}", f"{f.name} is required"))
+            else:
+                result.values[f.name] = f.default if f.has_default else None
+            continue
+        value, error = _check_field(f, raw_value)
+        if error:
+            result.errors.append(error)
+        else:
+            result.values[f.name] = value
+    return result
+
+
+def cog_input_schema(fields: tuple[InputField, ...]) -> dict[str, dict[str, Any]]:
+    """Return ``{"Input": {...}, <enum schemas>}`` in the shape Cog generates.
+
+    Enums are separate component schemas referenced through ``allOf`` as Cog publishes them;
+    files are ``format: uri`` strings.
+    """
+    properties: dict[str, Any] = {}
+    enums: dict[str, Any] = {}
+    for order, f in enumerate(fields):
+        prop: dict[str, Any] = {"title": f.title, "x-order": order, "description": f.description}
+        if f.choices is not None:
+            enum_type = "string" if all(isinstance(c, str) for c in f.choices) else "integer"
+            enums[f.name] = {
+                "enum": list(f.choices),
+                "type": enum_type,
+                "title": f.name,
+                "description": "An enumeration.",
+            }
+            prop["allOf"] = [{"$ref": f"#/components/schemas/{f.name}"}]
+        elif f.type == "uri":
+            prop.update(type="string", format="uri")
+        else:
+            prop["type"] = f.type
+        if f.has_default:
+            prop["default"] = f.default
+        if f.minimum is not None:
+            prop["minimum"] = f.minimum
+        if f.maximum is not None:
+            prop["maximum"] = f.maximum
+        properties[f.name] = prop
+    schema: dict[str, Any] = {"type": "object", "title": "Input", "properties": properties}
+    required = [f.name for f in fields if f.required]
+    if required:
+        schema["required"] = required
+    return {"Input": schema, **enums}
+
+
+# --- the catalog -------------------------------------------------------------------------------
+
+PROMPT = InputField("prompt", "string", "Prompt for generated image", required=True)
+ASPECT_RATIO = InputField(
+    "aspect_ratio",
+    "string",
+    "Aspect ratio for the generated image",
+    default="1:1",
+    choices=tuple(ASPECT_RATIOS),
+)
+NUM_OUTPUTS = InputField("num_outputs", "integer", "Number of outputs to generate", default=1, minimum=1, maximum=4)
+SEED = InputField("seed", "integer", "Random seed. Set for reproducible generation")
+OUTPUT_FORMAT = InputField(
+    "output_format", "string", "Format of the output images", default="webp", choices=OUTPUT_FORMATS
+)
+OUTPUT_QUALITY = InputField(
+    "output_quality",
+    "integer",
+    "Quality when saving the output images, from 0 to 100. 100 is best quality, 0 is lowest quality. "
+    "Not relevant for .png outputs",
+    default=80,
+    minimum=0,
+    maximum=100,
+)
+DISABLE_SAFETY_CHECKER = InputField(
+    "disable_safety_checker", "boolean", "Disable safety checker for generated images.", default=False
+)
+GO_FAST = InputField(
+    "go_fast",
+    "boolean",
+    "Run faster predictions with model optimized for speed (currently fp8 quantized); disable to run in "
+    "original bf16. Note that outputs will not be deterministic when this is enabled, even if you set a seed.",
+    default=True,
+)
+MEGAPIXELS_FIELD = InputField(
+    "megapixels",
+    "string",
+    "Approximate number of megapixels for generated image",
+    default="1",
+    choices=MEGAPIXELS,
+)
+
+FLUX_SCHNELL_INPUTS: tuple[InputField, ...] = (
+    PROMPT,
+    ASPECT_RATIO,
+    NUM_OUTPUTS,
+    InputField(
+        "num_inference_steps",
+        "integer",
+        "Number of denoising steps. 4 is recommended, and lower number of steps produce lower quality outputs, faster.",
+        default=4,
+        minimum=1,
+        maximum=4,
+    ),
+    SEED,
+    OUTPUT_FORMAT,
+    OUTPUT_QUALITY,
+    DISABLE_SAFETY_CHECKER,
+    GO_FAST,
+    MEGAPIXELS_FIELD,
+)
+
+#: Cog's ``Output`` schema for models that return a list of image URLs.
+URI_LIST_OUTPUT: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "format": "uri"},
+    "title": "Output",
+}

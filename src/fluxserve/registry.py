@@ -1,0 +1,198 @@
+"""The model registry: which models this deployment serves, their schemas and how to build predictors.
+
+Defined once and shared by the API (schemas, validation) and the worker (predictors). Building a
+predictor imports its module lazily, so the API process never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fluxserve.predictors.inputs import FLUX_SCHNELL_INPUTS, URI_LIST_OUTPUT, InputField, cog_input_schema
+
+if TYPE_CHECKING:
+    from fluxserve.config import Settings
+    from fluxserve.predictors.base import Predictor
+
+PredictorFactory = Callable[["Settings"], "Predictor"]
+
+COG_VERSION = "0.16.0"
+# A fixed publication date: versions are content-addressed, so their date must not move between runs.
+VERSION_CREATED_AT = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model: ``owner/name``, its input fields, its output schema and its predictor."""
+
+    owner: str
+    name: str
+    description: str
+    inputs: tuple[InputField, ...]
+    output_schema: dict[str, Any]
+    predictor_factory: PredictorFactory = field(compare=False, repr=False)
+
+    @property
+    def ref(self) -> str:
+        """``owner/name``."""
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def openapi_schema(self) -> dict[str, Any]:
+        """The Cog-style OpenAPI document published as ``latest_version.openapi_schema``."""
+        return _cog_openapi(self)
+
+    @property
+    def version_id(self) -> str:
+        """64-hex id derived from the schema, so it changes exactly when the schema does."""
+        canonical = orjson.dumps({"ref": self.ref, "schema": self.openapi_schema}, option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()
+
+
+def _cog_openapi(spec: ModelSpec) -> dict[str, Any]:
+    schemas: dict[str, Any] = cog_input_schema(spec.inputs)
+    schemas["Output"] = spec.output_schema
+    schemas["Status"] = {
+        "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
+        "type": "string",
+        "title": "Status",
+        "description": "An enumeration.",
+    }
+    schemas["WebhookEvent"] = {
+        "enum": ["start", "output", "logs", "completed"],
+        "type": "string",
+        "title": "WebhookEvent",
+        "description": "An enumeration.",
+    }
+    schemas["PredictionRequest"] = {
+        "type": "object",
+        "title": "PredictionRequest",
+        "properties": {
+            "id": {"type": "string", "title": "Id"},
+            "input": {"$ref": "#/components/schemas/Input"},
+            "webhook": {"type": "string", "title": "Webhook", "format": "uri"},
+            "created_at": {"type": "string", "title": "Created At", "format": "date-time"},
+            "output_file_prefix": {"type": "string", "title": "Output File Prefix"},
+            "webhook_events_filter": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/WebhookEvent"},
+                "default": ["start", "output", "logs", "completed"],
+            },
+        },
+    }
+    schemas["PredictionResponse"] = {
+        "type": "object",
+        "title": "PredictionResponse",
+        "properties": {
+            "id": {"type": "string", "title": "Id"},
+            "logs": {"type": "string", "title": "Logs", "default": ""},
+            "error": {"type": "string", "title": "Error"},
+            "input": {"$ref": "#/components/schemas/Input"},
+            "output": {"$ref": "#/components/schemas/Output"},
+            "status": {"$ref": "#/components/schemas/Status"},
+            "metrics": {"type": "object", "title": "Metrics"},
+            "version": {"type": "string", "title": "Version"},
+            "created_at": {"type": "string", "title": "Created At", "format": "date-time"},
+            "started_at": {"type": "string", "title": "Started At", "format": "date-time"},
+            "completed_at": {"type": "string", "title": "Completed At", "format": "date-time"},
+        },
+    }
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": "Cog", "version": "0.1.0"},
+        "paths": {
+            "/predictions": {
+                "post": {
+                    "summary": "Predict",
+                    "operationId": "predict_predictions_post",
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Successful Response",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/PredictionResponse"}}
+                            },
+                        }
+                    },
+                }
+            }
+        },
+        "components": {"schemas": schemas},
+    }
+
+
+class Registry:
+    """The models one deployment serves, looked up by ``owner/name`` or version id."""
+
+    def __init__(self, specs: Iterable[ModelSpec]) -> None:
+        self._by_ref: dict[str, ModelSpec] = {}
+        self._by_version: dict[str, ModelSpec] = {}
+        for spec in specs:
+            self._by_ref[spec.ref] = spec
+            self._by_version[spec.version_id] = spec
+
+    def __iter__(self) -> Any:
+        return iter(self._by_ref.values())
+
+    def __len__(self) -> int:
+        return len(self._by_ref)
+
+    def get(self, ref: str) -> ModelSpec | None:
+        """The model named ``owner/name``, or None."""
+        return self._by_ref.get(ref)
+
+    def by_version(self, version_id: str) -> ModelSpec | None:
+        """The model whose current version id is ``version_id``, or None."""
+        return self._by_version.get(version_id)
+
+
+def _flux_schnell_predictor(settings: Settings) -> Predictor:
+    from fluxserve.predictors.flux_schnell import FluxSchnellPredictor
+
+    weights = settings.flux_schnell_weights
+    if settings.demo:
+        from fluxserve.predictors.tiny import build_tiny_pipeline
+
+        weights = str(build_tiny_pipeline(settings.demo_weights_dir / "flux-schnell", kind="schnell"))
+    return FluxSchnellPredictor(weights=weights, device=settings.device)
+
+
+FLUX_SCHNELL = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-schnell",
+    description="The fastest image generation model tailored for local development and personal use",
+    inputs=FLUX_SCHNELL_INPUTS,
+    output_schema=URI_LIST_OUTPUT,
+    predictor_factory=_flux_schnell_predictor,
+)
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (FLUX_SCHNELL,)
+
+
+def _load_extra(path: str) -> list[ModelSpec]:
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        raise ValueError(f"extra model {path!r} must look like 'module:attribute'")
+    value = getattr(importlib.import_module(module_name), attr)
+    specs = list(value) if isinstance(value, list | tuple) else [value]
+    for spec in specs:
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"{path} must name a ModelSpec or a list of them, not {type(spec).__name__}")
+    return specs
+
+
+def build_registry(settings: Settings) -> Registry:
+    """The built-in FLUX models plus any ``extra_models`` the settings name."""
+    specs: list[ModelSpec] = list(BUILTIN_MODELS)
+    for path in settings.extra_models:
+        specs.extend(_load_extra(path))
+    return Registry(specs)

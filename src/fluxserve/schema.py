@@ -1,0 +1,185 @@
+"""The wire format (pydantic): the one definition of every object the API sends or accepts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+
+from fluxserve.lifecycle import Status
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO-8601 in UTC with microseconds and a ``Z``, as Replicate sends them."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
+
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+
+
+class PredictionUrls(BaseModel):
+    """Links of a prediction; all absolute, all on the host and prefix the request used."""
+
+    get: str
+    cancel: str
+    stream: str
+    web: str
+
+
+class Metrics(BaseModel):
+    """Timings of a finished prediction."""
+
+    model_config = ConfigDict(extra="allow")
+
+    predict_time: float | None = None
+    total_time: float | None = None
+    image_count: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+# Keys left out of the JSON while unset, as Replicate does (clients treat them as optional).
+_OMIT_WHEN_NONE = frozenset({"started_at", "completed_at", "deadline", "metrics", "webhook", "webhook_events_filter"})
+
+
+class Prediction(BaseModel):
+    """A prediction as every endpoint returns it."""
+
+    id: str = Field(description="26 lower-case base32 characters")
+    model: str
+    version: str = Field(description='A 64-hex version id, or "hidden" for model-route predictions')
+    input: dict[str, Any] | None
+    logs: str | None
+    output: Any = None
+    data_removed: bool = False
+    error: str | None = None
+    source: Literal["api", "web"] = "api"
+    status: Status
+    created_at: Timestamp
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    deadline: Timestamp | None = None
+    urls: PredictionUrls
+    metrics: Metrics | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in _OMIT_WHEN_NONE:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+class PredictionRequest(BaseModel):
+    """Body of ``POST /predictions`` and ``POST /models/{owner}/{name}/predictions``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: dict[str, Any]
+    version: str | None = Field(
+        default=None, description="Version id, owner/name, or owner/name:version_id (on /predictions only)"
+    )
+    model: str | None = Field(default=None, description="owner/name, accepted on /predictions as gateways do")
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+    stream: bool | None = Field(default=None, description="Deprecated; urls.stream is always returned")
+
+
+class PredictionPage(BaseModel):
+    """A page of predictions, newest first; ``next`` is an absolute URL or null."""
+
+    next: str | None
+    previous: str | None
+    results: list[Prediction]
+
+
+class InvalidFieldOut(BaseModel):
+    """One refused field of a 422."""
+
+    type: str
+    field: str
+    description: str
+
+
+class Problem(BaseModel):
+    """RFC 7807 problem details, as Replicate's API sends them."""
+
+    title: str
+    detail: str
+    status: int
+    invalid_fields: list[InvalidFieldOut] | None = None
+
+
+class Version(BaseModel):
+    """A model version: its id and Cog-style OpenAPI schema."""
+
+    id: str
+    created_at: Timestamp
+    cog_version: str
+    openapi_schema: dict[str, Any]
+
+
+class Model(BaseModel):
+    """A model as ``GET /models/{owner}/{name}`` returns it."""
+
+    url: str
+    owner: str
+    name: str
+    description: str | None
+    visibility: Literal["public", "private"] = "public"
+    github_url: str | None = None
+    paper_url: str | None = None
+    license_url: str | None = None
+    run_count: int = 0
+    cover_image_url: str | None = None
+    default_example: Prediction | None = None
+    latest_version: Version | None
+    is_official: bool = True
+
+
+class ModelPage(BaseModel):
+    """A page of models."""
+
+    next: str | None
+    previous: str | None
+    results: list[Model]
+
+
+class VersionPage(BaseModel):
+    """A page of versions."""
+
+    next: str | None
+    previous: str | None
+    results: list[Version]
+
+
+class Account(BaseModel):
+    """The account behind the key in use."""
+
+    type: Literal["user", "organization"] = "user"
+    username: str
+    name: str
+    github_url: str | None = None
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the only clock the service reads)."""
+    return datetime.now(UTC)

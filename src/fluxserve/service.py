@@ -1,0 +1,230 @@
+"""PredictionService: create, get, list, cancel and wait. The API's only way to the store."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound
+from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub
+from fluxserve.lifecycle import Status
+from fluxserve.predictors.inputs import validate_input
+from fluxserve.registry import ModelSpec, Registry
+from fluxserve.schema import PredictionRequest, utcnow
+from fluxserve.store.rows import KeyRow, PredictionRow
+from fluxserve.store.store import Store
+
+PAGE_SIZE = 100
+# How long a cancel request waits for the worker to stop, so the response usually reads "canceled".
+CANCEL_SETTLE_SECONDS = 1.0
+_REF = re.compile(r"^(?P<owner>[^/:]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$")
+
+
+def new_prediction_id() -> str:
+    """26 lower-case base32 characters from 128 random bits (Cog's recipe)."""
+    return base64.b32encode(uuid.uuid4().bytes).decode().lower().rstrip("=")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a key's predictions, with the cursors of its neighbours."""
+
+    results: list[PredictionRow]
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+def _encode_cursor(direction: str, row: PredictionRow) -> str:
+    raw = f"{direction}|{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        direction, ts, pid = raw.split("|")
+        if direction not in ("n", "p"):
+            raise ValueError(direction)
+        return direction, datetime.fromisoformat(ts), pid
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest(
+            "cursor is not valid: pass the next or previous URL of a page as it is",
+            invalid_fields=[{"type": "invalid", "field": "cursor", "description": "malformed cursor"}],
+        ) from exc
+
+
+def _check_webhook(url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequest(
+            f"webhook must be an absolute http(s) URL, got {url!r}",
+            invalid_fields=[{"type": "format", "field": "webhook", "description": "must be an http(s) URL"}],
+        )
+
+
+class PredictionService:
+    """Business rules of predictions; HTTP-free."""
+
+    def __init__(self, store: Store, registry: Registry, hub: EventHub) -> None:
+        self.store = store
+        self.registry = registry
+        self.hub = hub
+
+    # --- model resolution ----------------------------------------------------------------------------
+
+    def model(self, owner: str, name: str) -> ModelSpec:
+        """The served model ``owner/name`` or :class:`NotFound`."""
+        spec = self.registry.get(f"{owner}/{name}")
+        if spec is None:
+            known = ", ".join(s.ref for s in self.registry)
+            raise NotFound(f"Model {owner}/{name} is not served here. Models served: {known}.")
+        return spec
+
+    def resolve_version(self, ref: str) -> tuple[ModelSpec, str]:
+        """Resolve ``version`` of ``POST /predictions``: a version id, ``owner/name`` or ``owner/name:id``.
+
+        Returns the model and the version string to record ("hidden" for ``owner/name``).
+        """
+        match = _REF.match(ref)
+        if match is None:
+            spec = self.registry.by_version(ref)
+            if spec is None:
+                raise InvalidVersion(
+                    f"The specified version {ref!r} does not exist (or perhaps you don't have permission to use it?)"
+                )
+            return spec, spec.version_id
+        spec = self.registry.get(f"{match['owner']}/{match['name']}")
+        if spec is None:
+            raise InvalidVersion(f"Model {match['owner']}/{match['name']} is not served here.")
+        version = match["version"]
+        if version is None:
+            return spec, "hidden"
+        if version != spec.version_id:
+            raise InvalidVersion(
+                f"Version {version} of {spec.ref} does not exist; the current version is {spec.version_id}."
+            )
+        return spec, version
+
+    # --- create ---------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        key: KeyRow,
+        spec: ModelSpec,
+        version: str,
+        request: PredictionRequest,
+        *,
+        source: str = "api",
+    ) -> PredictionRow:
+        """Validate the input, store the prediction as ``starting`` and wake the workers."""
+        validation = validate_input(spec.inputs, request.input)
+        if validation.errors:
+            lines = "".join(f"- {e.field}: {e.description}\n" for e in validation.errors)
+            raise InputValidationFailed(
+                lines,
+                invalid_fields=[
+                    {"type": e.type, "field": e.field, "description": e.description} for e in validation.errors
+                ],
+            )
+        _check_webhook(request.webhook)
+        row = PredictionRow(
+            id=new_prediction_id(),
+            key_id=key.id,
+            model=spec.ref,
+            version=version,
+            input=request.input,
+            status=Status.STARTING,
+            created_at=utcnow(),
+            source=source,
+            webhook=request.webhook,
+            webhook_events_filter=list(request.webhook_events_filter) if request.webhook_events_filter else None,
+        )
+        await self.store.insert_prediction(row)
+        self.hub.publish(WORK, spec.ref)
+        return row
+
+    # --- read -----------------------------------------------------------------------------------------
+
+    async def get(self, key: KeyRow, prediction_id: str) -> PredictionRow:
+        """The key's prediction, or :class:`NotFound` (also for another key's prediction)."""
+        row = await self.store.get_prediction(prediction_id, key.id)
+        if row is None:
+            raise NotFound(f"Prediction {prediction_id} not found.")
+        return row
+
+    async def list(
+        self,
+        key: KeyRow,
+        *,
+        cursor: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> Page:
+        """A page of the key's predictions, newest first, 100 a page."""
+        before = after = None
+        if cursor:
+            direction, ts, pid = _decode_cursor(cursor)
+            if direction == "n":
+                before = (ts, pid)
+            else:
+                after = (ts, pid)
+        rows = await self.store.list_predictions(
+            key.id,
+            limit=PAGE_SIZE + 1,
+            before=before,
+            after=after,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        more = len(rows) > PAGE_SIZE
+        if after is not None:
+            # Walking back towards newer rows: the extra row sits at the new (top) end.
+            rows = rows[1:] if more else rows
+            next_cursor = _encode_cursor("n", rows[-1]) if rows else None
+            previous_cursor = _encode_cursor("p", rows[0]) if more and rows else None
+        else:
+            rows = rows[:PAGE_SIZE]
+            next_cursor = _encode_cursor("n", rows[-1]) if more else None
+            previous_cursor = _encode_cursor("p", rows[0]) if before is not None and rows else None
+        return Page(rows, next_cursor, previous_cursor)
+
+    # --- cancel and wait ----------------------------------------------------------------------------
+
+    async def cancel(self, key: KeyRow, prediction_id: str) -> PredictionRow:
+        """Cancel the prediction; a terminal one is returned unchanged."""
+        row = await self.store.request_cancel(prediction_id, key.id)
+        if row is None:
+            raise NotFound(f"Prediction {prediction_id} not found.")
+        self.hub.publish(PREDICTION, row.id)
+        if row.status == Status.PROCESSING:
+            self.hub.publish(CANCEL, row.id)
+            row = await self.wait(row, CANCEL_SETTLE_SECONDS)
+        return row
+
+    async def wait(self, row: PredictionRow, seconds: float) -> PredictionRow:
+        """Wait up to ``seconds`` for the prediction to reach a terminal state; event-driven."""
+        if row.status.is_terminal:
+            return row
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        with self.hub.subscribe(PREDICTION, row.id) as changed:
+            while True:
+                changed.clear()
+                fresh = await self.store.get_prediction(row.id)
+                if fresh is None:
+                    return row
+                row = fresh
+                remaining = deadline - loop.time()
+                if row.status.is_terminal or remaining <= 0:
+                    return row
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)

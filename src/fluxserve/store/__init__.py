@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy (async) tables, queries, the claim/lease queue and Alembic migrations."""

@@ -1,0 +1,62 @@
+"""Plain row objects handed out by the store (no SQLAlchemy types leak past the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from fluxserve.lifecycle import Status
+
+
+@dataclass
+class KeyRow:
+    """An API key (its hash only; the token is never stored)."""
+
+    id: str
+    name: str
+    token_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass
+class PredictionRow:
+    """One prediction: the job and its result."""
+
+    id: str
+    key_id: str
+    model: str
+    version: str
+    input: dict[str, Any] | None
+    status: Status
+    created_at: datetime
+    source: str = "api"
+    output: Any = None
+    logs: str | None = ""
+    error: str | None = None
+    data_removed: bool = False
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    deadline: datetime | None = None
+    metrics: dict[str, Any] | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    cancel_requested: bool = False
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+
+    @classmethod
+    def from_mapping(cls, mapping: Any) -> PredictionRow:
+        """Build from a SQLAlchemy row mapping."""
+        values = {f.name: mapping[f.name] for f in fields(cls)}
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+    def to_values(self) -> dict[str, Any]:
+        """Column values for an INSERT."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["status"] = self.status.value
+        return values

@@ -1,0 +1,88 @@
+"""SQLAlchemy table definitions. The prediction row is the job: there is no second queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both dialects (SQLite stores them naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to UTCDateTime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    # SHA-256 hex of the token: the token itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("input", JSON, nullable=True),
+    Column("output", JSON, nullable=True),
+    Column("logs", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("data_removed", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("completed_at", UTCDateTime(), nullable=True),
+    Column("deadline", UTCDateTime(), nullable=True),
+    Column("metrics", JSON, nullable=True),
+    Column("webhook", Text, nullable=True),
+    Column("webhook_events_filter", JSON, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    # Claim/lease: a worker writes only while its token matches (compare-and-set).
+    Column("lease_token", String(32), nullable=True),
+    Column("lease_expires_at", UTCDateTime(), nullable=True),
+    Column("worker_id", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_predictions_queue", "status", "model", "created_at"),
+    Index("ix_predictions_key_created", "key_id", "created_at", "id"),
+)

@@ -1,0 +1,1 @@
+"""The worker: claims predictions, runs predictors in a thread, writes results back."""

@@ -1,0 +1,60 @@
+"""The :class:`PredictContext` the worker hands a predictor: thread-safe logs, progress and cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fluxserve.predictors.base import PredictionCanceled
+
+
+class RunContext:
+    """Collects logs from the predictor's thread and carries the cancel flag into it.
+
+    ``on_change`` is called (from the predictor thread) after each new log line; the worker passes
+    a function that wakes its event-loop side, which writes logs to the store.
+    """
+
+    def __init__(self, output_dir: Path, on_change: Callable[[], None]) -> None:
+        self._output_dir = output_dir
+        self._on_change = on_change
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._bar_started = time.monotonic()
+        self._last_step = 0
+        self.cancel_event = threading.Event()
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the predictor writes its files."""
+        return self._output_dir
+
+    def log(self, line: str) -> None:
+        """Append a line to the logs."""
+        with self._lock:
+            self._lines.append(line.rstrip("\n"))
+        self._on_change()
+
+    def progress(self, step: int, total: int) -> None:
+        """Log a tqdm-format progress line (what replicate clients parse), then check for cancel."""
+        now = time.monotonic()
+        if step <= self._last_step or step == 1:
+            # A new progress bar (e.g. the next image): restart its clock.
+            self._bar_started = now
+        self._last_step = step
+        self.log(tqdm.format_meter(step, total, now - self._bar_started))
+        self.check_canceled()
+
+    def check_canceled(self) -> None:
+        """Raise :class:`PredictionCanceled` once the user has canceled."""
+        if self.cancel_event.is_set():
+            raise PredictionCanceled()
+
+    def text(self) -> str:
+        """The logs so far, one line per entry, newline-terminated."""
+        with self._lock:
+            return "".join(line + "\n" for line in self._lines)

@@ -1,0 +1,295 @@
+"""The worker loop: claim → run in a thread → heartbeat and stream logs → finish (compare-and-set)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fluxserve.config import Settings
+from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub
+from fluxserve.lifecycle import Status
+from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
+from fluxserve.predictors.inputs import validate_input
+from fluxserve.registry import ModelSpec, Registry
+from fluxserve.schema import utcnow
+from fluxserve.storage import blob_ref, count_blob_refs
+from fluxserve.storage.local import LocalBlobStore
+from fluxserve.store.rows import PredictionRow
+from fluxserve.store.store import Store
+from fluxserve.worker.context import RunContext
+
+log = logging.getLogger("fluxserve.worker")
+
+RESTART_ERROR = (
+    "The server stopped while this prediction was running, so it did not finish. It was not retried "
+    "automatically; create it again."
+)
+LEASE_LOST_ERROR = "The worker running this prediction was lost (its lease expired without a heartbeat)."
+# Logs are written at most this often while a prediction runs (each write also renews the lease).
+LOG_FLUSH_SECONDS = 0.25
+
+
+def error_message(exc: BaseException) -> str:
+    """A readable one-line error for a failed prediction."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+@dataclass
+class _Loaded:
+    predictor: Predictor | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Worker:
+    """Runs predictions of ``models`` (default: every model in the registry) from the store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: EventHub,
+        registry: Registry,
+        blobs: LocalBlobStore,
+        *,
+        models: list[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.registry = registry
+        self.blobs = blobs
+        self.models = models if models is not None else [spec.ref for spec in registry]
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.worker_concurrency, thread_name_prefix="fluxserve-predict"
+        )
+        self._loaded: dict[str, _Loaded] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Start-up recovery for the single-process SQLite deployment.
+
+        One process owns a SQLite database, so a row still ``processing`` at start belongs to a
+        process that died. It is failed, not re-run: a half-run prediction may already have sent
+        webhooks or shown output, and a silent second run would charge the user twice.
+        """
+        if self.store.dialect != "sqlite":
+            return
+        for pid in await self.store.fail_processing(RESTART_ERROR):
+            log.warning("prediction %s was running when the server stopped; marked failed", pid)
+            self.hub.publish(PREDICTION, pid)
+
+    async def run(self) -> None:
+        """Run until cancelled: ``worker_concurrency`` claim loops plus the lease reaper."""
+        await self.recover()
+        loops = [self._claim_loop() for _ in range(self.settings.worker_concurrency)]
+        try:
+            await asyncio.gather(*loops, self._reap_loop())
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _claim_loop(self) -> None:
+        with self.hub.subscribe(WORK) as woken:
+            while True:
+                woken.clear()
+                try:
+                    row = await self.store.claim(self.models, self.worker_id, self.settings.lease_seconds)
+                except Exception:
+                    log.exception("claim failed; retrying")
+                    row = None
+                if row is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), self.settings.poll_interval)
+                    continue
+                self.hub.publish(PREDICTION, row.id)
+                try:
+                    await self._run(row)
+                except Exception:  # the worker boundary: never let one prediction stop the loop
+                    log.exception("prediction %s: worker error", row.id)
+
+    async def _reap_loop(self) -> None:
+        """Fail predictions whose worker stopped renewing its lease (safe to run in every process)."""
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.lease_seconds / 3))
+            try:
+                for pid in await self.store.fail_processing(LEASE_LOST_ERROR, expired_before=utcnow()):
+                    log.warning("prediction %s: lease expired; marked failed", pid)
+                    self.hub.publish(PREDICTION, pid)
+            except Exception:
+                log.exception("reaper failed")
+
+    # --- one prediction ----------------------------------------------------------------------------
+
+    async def _predictor(self, spec: ModelSpec) -> Predictor:
+        loaded = self._loaded.setdefault(spec.ref, _Loaded())
+        async with loaded.lock:
+            if loaded.predictor is None:
+                loop = asyncio.get_running_loop()
+                predictor = await loop.run_in_executor(self._executor, _build_predictor, spec, self.settings)
+                loaded.predictor = predictor
+            return loaded.predictor
+
+    async def _run(self, row: PredictionRow) -> None:
+        assert row.lease_token is not None
+        token = row.lease_token
+        spec = self.registry.get(row.model)
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+        scratch = self.settings.scratch_dir / row.id
+        scratch.mkdir(parents=True, exist_ok=True)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        ctx = RunContext(scratch, wake)
+        status, output, error = Status.FAILED, None, None
+        try:
+            if spec is None:
+                raise RuntimeError(f"Model {row.model} is not served by this worker.")
+            validation = validate_input(spec.inputs, row.input or {})
+            if validation.errors:
+                raise ValueError("; ".join(f"{e.field}: {e.description}" for e in validation.errors))
+            predictor = await self._predictor(spec)
+            future = loop.run_in_executor(self._executor, predictor.predict, validation.values, ctx)
+            with self.hub.subscribe(CANCEL, row.id) as cancel_asked:
+                if row.cancel_requested:
+                    ctx.cancel_event.set()
+                result = await self._supervise(row, token, future, ctx, changed, cancel_asked)
+            if result is _LOST:
+                return
+            output = self._store_outputs(row.id, result)
+            status = Status.SUCCEEDED
+        except PredictionCanceled:
+            status = Status.CANCELED
+        except WeightsUnavailable as exc:
+            error = str(exc)
+        except Exception as exc:
+            log.info("prediction %s failed: %s", row.id, exc, exc_info=not isinstance(exc, ValueError))
+            error = error_message(exc)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        await self._finish(row, token, status, output, error, ctx)
+
+    async def _supervise(
+        self,
+        row: PredictionRow,
+        token: str,
+        future: asyncio.Future[Any],
+        ctx: RunContext,
+        changed: asyncio.Event,
+        cancel_asked: asyncio.Event,
+    ) -> Any:
+        """Wait for the predictor while writing logs, renewing the lease and relaying cancel."""
+        heartbeat = self.settings.lease_seconds / 3
+        loop = asyncio.get_running_loop()
+        last_write = loop.time()
+        written_logs = ""
+        waiters = {future}
+        while True:
+            changed_wait = asyncio.ensure_future(changed.wait())
+            cancel_wait = asyncio.ensure_future(cancel_asked.wait())
+            await asyncio.wait(
+                {future, changed_wait, cancel_wait}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+            )
+            changed_wait.cancel()
+            cancel_wait.cancel()
+            if cancel_asked.is_set():
+                cancel_asked.clear()
+                if await self.store.cancel_requested(row.id):
+                    ctx.cancel_event.set()
+            if future.done():
+                return future.result()
+            now = loop.time()
+            if changed.is_set() and now - last_write < LOG_FLUSH_SECONDS:
+                # Coalesce bursts of log lines into one write.
+                await asyncio.wait(waiters, timeout=LOG_FLUSH_SECONDS - (now - last_write))
+                if future.done():
+                    return future.result()
+            changed.clear()
+            logs = ctx.text()
+            cancel = await self.store.update_running(
+                row.id,
+                token,
+                lease_seconds=self.settings.lease_seconds,
+                logs=logs if logs != written_logs else None,
+            )
+            last_write = loop.time()
+            if cancel is None:
+                log.warning("prediction %s: lease lost; abandoning the result", row.id)
+                ctx.cancel_event.set()
+                return _LOST
+            if cancel:
+                ctx.cancel_event.set()
+            if logs != written_logs:
+                written_logs = logs
+                self.hub.publish(PREDICTION, row.id)
+
+    def _store_outputs(self, prediction_id: str, result: Any) -> Any:
+        """Move every file the predictor returned into blob storage; replace Paths by blob refs."""
+        if isinstance(result, Path):
+            key = f"{prediction_id}/{result.name}"
+            self.blobs.put(key, result)
+            return blob_ref(key)
+        if isinstance(result, list | tuple):
+            return [self._store_outputs(prediction_id, item) for item in result]
+        if isinstance(result, dict):
+            return {k: self._store_outputs(prediction_id, v) for k, v in result.items()}
+        return result
+
+    async def _finish(
+        self,
+        row: PredictionRow,
+        token: str,
+        status: Status,
+        output: Any,
+        error: str | None,
+        ctx: RunContext,
+    ) -> None:
+        completed = utcnow()
+        started = row.started_at or completed
+        metrics: dict[str, Any] = {
+            "predict_time": round((completed - started).total_seconds(), 6),
+            "total_time": round((completed - row.created_at).total_seconds(), 6),
+        }
+        if status == Status.SUCCEEDED:
+            metrics["image_count"] = count_blob_refs(output)
+        ok = await self.store.finish(
+            row.id,
+            token,
+            status=status,
+            output=output,
+            logs=ctx.text(),
+            error=error,
+            metrics=metrics,
+            completed_at=completed,
+        )
+        if not ok:
+            log.warning("prediction %s: lease lost before finishing; result dropped", row.id)
+            return
+        self.hub.publish(PREDICTION, row.id)
+
+
+_LOST: Any = object()
+
+
+def _build_predictor(spec: ModelSpec, settings: Settings) -> Predictor:
+    """Build and set up a predictor (in a worker thread: this is where torch gets imported)."""
+    predictor = spec.predictor_factory(settings)
+    try:
+        predictor.setup()
+    except WeightsUnavailable:
+        raise
+    except Exception as exc:
+        raise WeightsUnavailable(f"Could not load model {spec.ref}: {error_message(exc)}") from exc
+    return predictor
