@@ -86,9 +86,7 @@ def test_default_output_is_one_1024_webp(predictor: FluxSchnellPredictor, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out-0.webp"]
 
 
-def test_same_seed_same_bytes_different_seed_different_bytes(
-    predictor: FluxSchnellPredictor, tmp_path: Path
-) -> None:
+def test_same_seed_same_bytes_different_seed_different_bytes(predictor: FluxSchnellPredictor, tmp_path: Path) -> None:
     (a,), _ = run(predictor, tmp_path / "a", seed=1234)
     (b,), _ = run(predictor, tmp_path / "b", seed=1234)
     (c,), _ = run(predictor, tmp_path / "c", seed=1235)

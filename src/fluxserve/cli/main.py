@@ -72,6 +72,8 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        # X-Forwarded-* is honoured by our URL builder only when trust_forwarded_headers is set.
+        proxy_headers=False,
     )
     uvicorn.Server(config).run()
 

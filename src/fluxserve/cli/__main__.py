@@ -1,0 +1,5 @@
+"""``python -m fluxserve.cli``."""
+
+from fluxserve.cli.main import main
+
+main()
