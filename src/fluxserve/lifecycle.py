@@ -1,4 +1,8 @@
-"""The prediction status machine, as pure functions."""
+"""The prediction status machine.
+
+starting → processing → succeeded | failed | canceled; starting → canceled | failed. The store
+enforces the transitions with compare-and-set updates (``WHERE status = …``).
+"""
 
 from __future__ import annotations
 
@@ -21,16 +25,3 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
-
-_ALLOWED: dict[Status, frozenset[Status]] = {
-    Status.STARTING: frozenset({Status.PROCESSING, Status.FAILED, Status.CANCELED}),
-    Status.PROCESSING: TERMINAL,
-    Status.SUCCEEDED: frozenset(),
-    Status.FAILED: frozenset(),
-    Status.CANCELED: frozenset(),
-}
-
-
-def can_transition(current: Status, new: Status) -> bool:
-    """Whether ``current`` may move to ``new``."""
-    return new in _ALLOWED[current]

@@ -1,0 +1,123 @@
+"""The store on real SQLite and PostgreSQL: the prediction row is the job."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from fluxserve.lifecycle import Status
+from fluxserve.schema import utcnow
+from fluxserve.service import new_prediction_id
+from fluxserve.store.rows import PredictionRow
+from fluxserve.store.store import Store, hash_token
+
+
+async def _new(store: Store, key_id: str, model: str = "o/a", offset_ms: int = 0) -> PredictionRow:
+    row = PredictionRow(
+        id=new_prediction_id(),
+        key_id=key_id,
+        model=model,
+        version="hidden",
+        input={"prompt": "x"},
+        status=Status.STARTING,
+        created_at=utcnow() + timedelta(milliseconds=offset_ms),
+    )
+    await store.insert_prediction(row)
+    return row
+
+
+async def test_keys_are_stored_hashed(store: Any) -> None:
+    key, token = await store.create_key("alice")
+    assert key.token_hash == hash_token(token) and token not in key.token_hash
+    assert (await store.key_by_token(token)).id == key.id
+    assert await store.key_by_token(token + "x") is None
+    assert await store.count_keys() == 1
+
+
+async def test_insert_get_roundtrip_keeps_timezones_and_json(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    row = await _new(store, key.id)
+    got = await store.get_prediction(row.id)
+    assert got.created_at == row.created_at and got.created_at.tzinfo is not None
+    assert got.input == {"prompt": "x"} and got.status == Status.STARTING
+    assert await store.get_prediction(row.id, "someone-else") is None
+
+
+async def test_claim_takes_oldest_of_served_models_once(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    newer = await _new(store, key.id, offset_ms=10)
+    older = await _new(store, key.id, offset_ms=0)
+    other = await _new(store, key.id, model="o/b", offset_ms=-10)
+    first = await store.claim(["o/a"], "w1", 30)
+    assert first.id == older.id and first.status == Status.PROCESSING and first.lease_token
+    assert first.started_at is not None and first.attempts == 1
+    second = await store.claim(["o/a"], "w1", 30)
+    assert second.id == newer.id
+    assert await store.claim(["o/a"], "w1", 30) is None
+    assert (await store.claim(["o/b", "o/c"], "w2", 30)).id == other.id
+
+
+async def test_concurrent_claims_never_share_a_row(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    rows = [await _new(store, key.id, offset_ms=i) for i in range(6)]
+    claimed = await asyncio.gather(*(store.claim(["o/a"], f"w{i}", 30) for i in range(10)))
+    ids = [c.id for c in claimed if c is not None]
+    assert sorted(ids) == sorted(r.id for r in rows)
+
+
+async def test_writes_are_compare_and_set_on_the_lease(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    await _new(store, key.id)
+    claimed = await store.claim(["o/a"], "w1", 30)
+    assert await store.update_running(claimed.id, "wrong", lease_seconds=30, logs="x") is None
+    assert await store.update_running(claimed.id, claimed.lease_token, lease_seconds=30, logs="step 1\n") is False
+    done = dict(output=["u"], logs="l", error=None, metrics={"predict_time": 1.0}, completed_at=utcnow())
+    assert not await store.finish(claimed.id, "wrong", status=Status.SUCCEEDED, **done)
+    assert await store.finish(claimed.id, claimed.lease_token, status=Status.SUCCEEDED, **done)
+    # Terminal rows never change again, even for the token that finished them.
+    assert not await store.finish(claimed.id, claimed.lease_token, status=Status.FAILED, **done)
+    final = await store.get_prediction(claimed.id)
+    assert (final.status, final.output, final.logs, final.lease_token) == (Status.SUCCEEDED, ["u"], "l", None)
+
+
+async def test_cancel_queued_is_immediate_running_is_flagged_terminal_unchanged(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    queued = await _new(store, key.id, offset_ms=50)
+    running_row = await _new(store, key.id)
+    running = await store.claim(["o/a"], "w", 30)
+    assert running.id == running_row.id
+    canceled = await store.request_cancel(queued.id, key.id)
+    assert canceled.status == Status.CANCELED and canceled.completed_at is not None
+    flagged = await store.request_cancel(running.id, key.id)
+    assert flagged.status == Status.PROCESSING and flagged.cancel_requested
+    assert await store.update_running(running.id, running.lease_token, lease_seconds=30) is True
+    assert await store.request_cancel(running.id, "other-key") is None
+    again = await store.request_cancel(queued.id, key.id)
+    assert again.completed_at == canceled.completed_at
+
+
+async def test_reaper_fails_only_expired_leases(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    await _new(store, key.id)
+    await _new(store, key.id, offset_ms=5)
+    short = await store.claim(["o/a"], "w", 0.01)
+    long = await store.claim(["o/a"], "w", 60)
+    await asyncio.sleep(0.05)
+    reaped = await store.fail_processing("lost", expired_before=utcnow())
+    assert reaped == [short.id]
+    assert (await store.get_prediction(short.id)).status == Status.FAILED
+    assert (await store.get_prediction(long.id)).status == Status.PROCESSING
+
+
+async def test_list_is_newest_first_with_keyset_cursor(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    other, _ = await store.create_key("other")
+    rows = [await _new(store, key.id, offset_ms=i) for i in range(5)]
+    await _new(store, other.id)
+    page = await store.list_predictions(key.id, limit=3)
+    assert [r.id for r in page] == [r.id for r in reversed(rows)][:3]
+    rest = await store.list_predictions(key.id, limit=3, before=(page[-1].created_at, page[-1].id))
+    assert [r.id for r in rest] == [rows[1].id, rows[0].id]
+    back = await store.list_predictions(key.id, limit=3, after=(rest[0].created_at, rest[0].id))
+    assert [r.id for r in back] == [r.id for r in page]
