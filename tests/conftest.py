@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,19 +70,21 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     """A migrated :class:`Store` on a fresh SQLite file or the run's PostgreSQL database (emptied)."""
     from sqlalchemy import text
 
-    from fluxserve.store.db import create_engine, migrate
     from fluxserve.store.store import Store
 
     if request.param == "postgres":
         url = request.getfixturevalue("pg_store_database")
     else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    st = Store(create_engine(url))
-    await migrate(st.engine)
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    st = Store.connect(url)
+    await st.migrate()
     if request.param == "postgres":
-        async with st.engine.begin() as conn:
-            await conn.execute(text("DELETE FROM predictions"))
-            await conn.execute(text("DELETE FROM api_keys"))
+
+        def empty(conn: Any) -> None:
+            conn.execute(text("DELETE FROM predictions"))
+            conn.execute(text("DELETE FROM api_keys"))
+
+        await st.db.write(empty)
     yield st
     await st.close()
 

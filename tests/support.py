@@ -137,10 +137,10 @@ def postgres_available() -> bool:
 
 
 def create_pg_database() -> tuple[str, str]:
-    """Create a fresh database on the test server; return (its asyncpg URL, its name)."""
+    """Create a fresh database on the test server; return (its URL, its name)."""
     name = f"fluxserve_test_{secrets.token_hex(4)}"
     _psql(f"CREATE DATABASE {name}")
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return f"{base}/{name}", name
 
 

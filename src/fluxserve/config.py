@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL; default is SQLite in the data dir. PostgreSQL: postgresql+asyncpg://user@host/db",
+        description="Database URL; default SQLite in the data dir. PostgreSQL: postgresql://user@host:5432/db",
     )
     host: str = Field(default="127.0.0.1", description="Address `fluxserve serve` binds to.")
     port: int = Field(default=5000, description="Port `fluxserve serve` listens on.")
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         """The database URL in use: the setting, or SQLite inside the data dir."""
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir / 'fluxserve.db'}"
+        return f"sqlite:///{self.data_dir / 'fluxserve.db'}"
 
     @property
     def blob_dir(self) -> Path:

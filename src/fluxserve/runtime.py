@@ -12,7 +12,6 @@ from fluxserve.events import EventHub
 from fluxserve.registry import Registry, build_registry
 from fluxserve.service import PredictionService
 from fluxserve.storage.local import LocalBlobStore
-from fluxserve.store.db import create_engine, migrate
 from fluxserve.store.store import Store
 from fluxserve.worker.loop import Worker
 
@@ -36,8 +35,8 @@ class Runtime:
     async def open(cls, settings: Settings, *, with_worker: bool) -> Runtime:
         """Connect, migrate, and (when asked) start the in-process worker."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(create_engine(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous))
-        await migrate(store.engine)
+        store = Store.connect(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
+        await store.migrate()
         hub = EventHub()
         registry = build_registry(settings)
         blobs = LocalBlobStore(settings.blob_dir)

@@ -13,7 +13,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound
-from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub
+from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import ModelSpec, Registry
@@ -124,8 +124,13 @@ class PredictionService:
         request: PredictionRequest,
         *,
         source: str = "api",
+        wait: float | None = None,
     ) -> PredictionRow:
-        """Validate the input, store the prediction as ``starting`` and wake the workers."""
+        """Validate the input, store the prediction as ``starting`` and wake the workers.
+
+        With ``wait``, hold on up to that many seconds for a terminal state (``Prefer: wait``) and
+        return the prediction as it is then.
+        """
         validation = validate_input(spec.inputs, request.input)
         if validation.errors:
             lines = "".join(f"- {e.field}: {e.description}\n" for e in validation.errors)
@@ -148,9 +153,15 @@ class PredictionService:
             webhook=request.webhook,
             webhook_events_filter=list(request.webhook_events_filter) if request.webhook_events_filter else None,
         )
-        await self.store.insert_prediction(row)
-        self.hub.publish(WORK, spec.ref)
-        return row
+        if wait is None:
+            await self.store.insert_prediction(row)
+            self.hub.publish(WORK, spec.ref)
+            return row
+        # Subscribe before the row exists, so no change can slip between insert and wait.
+        with self.hub.subscribe(PREDICTION, row.id) as changes:
+            await self.store.insert_prediction(row)
+            self.hub.publish(WORK, spec.ref)
+            return await self._wait(row, changes, wait)
 
     # --- read -----------------------------------------------------------------------------------------
 
@@ -200,31 +211,40 @@ class PredictionService:
     # --- cancel and wait ----------------------------------------------------------------------------
 
     async def cancel(self, key: KeyRow, prediction_id: str) -> PredictionRow:
-        """Cancel the prediction; a terminal one is returned unchanged."""
-        row = await self.store.request_cancel(prediction_id, key.id)
-        if row is None:
-            raise NotFound(f"Prediction {prediction_id} not found.")
-        self.hub.publish(PREDICTION, row.id)
-        if row.status == Status.PROCESSING:
-            self.hub.publish(CANCEL, row.id)
-            row = await self.wait(row, CANCEL_SETTLE_SECONDS)
-        return row
+        """Cancel the prediction; a terminal one is returned unchanged.
 
-    async def wait(self, row: PredictionRow, seconds: float) -> PredictionRow:
-        """Wait up to ``seconds`` for the prediction to reach a terminal state; event-driven."""
-        if row.status.is_terminal:
+        A running prediction is given up to a second to stop, so the answer usually reads
+        ``canceled`` already.
+        """
+        with self.hub.subscribe(PREDICTION, prediction_id) as changes:
+            row = await self.store.request_cancel(prediction_id, key.id)
+            if row is None:
+                raise NotFound(f"Prediction {prediction_id} not found.")
+            self.hub.publish(PREDICTION, row.id)
+            changes.take()
+            if row.status == Status.PROCESSING:
+                self.hub.publish(CANCEL, row.id)
+                row = await self._wait(row, changes, CANCEL_SETTLE_SECONDS)
             return row
+
+    async def _wait(self, row: PredictionRow, changes: Subscription, seconds: float) -> PredictionRow:
+        """Wait up to ``seconds`` for a terminal state; ``row`` is current as of the subscription.
+
+        Event-driven: each publication either carries the new row (same process) or makes us
+        re-read it.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        with self.hub.subscribe(PREDICTION, row.id) as changed:
-            while True:
-                changed.clear()
+        while not row.status.is_terminal:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return row
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changes.event.wait(), remaining)
+            fresh = changes.take()
+            if not isinstance(fresh, PredictionRow):
                 fresh = await self.store.get_prediction(row.id)
-                if fresh is None:
-                    return row
-                row = fresh
-                remaining = deadline - loop.time()
-                if row.status.is_terminal or remaining <= 0:
-                    return row
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
+            if fresh is None:
+                return row
+            row = fresh
+        return row

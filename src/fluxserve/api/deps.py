@@ -1,4 +1,4 @@
-"""FastAPI dependencies shared by the routers."""
+"""FastAPI dependencies shared by the routers (async: sync ones would each cost a thread-pool hop)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ from fluxserve.runtime import Runtime
 from fluxserve.service import PredictionService
 
 
-def runtime(request: Request) -> Runtime:
-    """The process's :class:`Runtime`."""
-    rt: Runtime = request.app.state.runtime
-    return rt
-
-
-def service(request: Request) -> PredictionService:
+async def service(request: Request) -> PredictionService:
     """The prediction service."""
-    return runtime(request).service
+    rt: Runtime = request.app.state.runtime
+    return rt.service
 
 
-def links(request: Request) -> Links:
+async def links(request: Request) -> Links:
     """URL builder for this request."""
-    return links_for(request, runtime(request).settings)
+    rt: Runtime = request.app.state.runtime
+    return links_for(request, rt.settings)

@@ -17,9 +17,10 @@ from fluxserve.api.links import Links
 from fluxserve.api.render import json_response, render_prediction
 from fluxserve.errors import InvalidRequest
 from fluxserve.lifecycle import Status
+from fluxserve.registry import ModelSpec
 from fluxserve.schema import Prediction, PredictionPage, PredictionRequest, Problem
 from fluxserve.service import PredictionService
-from fluxserve.store.rows import KeyRow, PredictionRow
+from fluxserve.store.rows import KeyRow
 
 router = APIRouter(tags=["predictions"])
 
@@ -54,12 +55,20 @@ def parse_prefer_wait(header: str | None) -> tuple[int, str] | None:
     return None
 
 
-async def _respond_created(row: PredictionRow, svc: PredictionService, lk: Links, prefer: str | None) -> Response:
+async def _create(
+    svc: PredictionService,
+    key: KeyRow,
+    spec: ModelSpec,
+    version: str,
+    body: PredictionRequest,
+    lk: Links,
+    prefer: str | None,
+) -> Response:
     wait = parse_prefer_wait(prefer)
     if wait is None:
-        return json_response(render_prediction(row, lk), 201)
+        return json_response(render_prediction(await svc.create(key, spec, version, body), lk), 201)
     seconds, applied = wait
-    row = await svc.wait(row, seconds)
+    row = await svc.create(key, spec, version, body, wait=seconds)
     headers = {"Preference-Applied": applied}
     if row.status.is_terminal:
         return json_response(render_prediction(row, lk), 201, headers)
@@ -86,8 +95,7 @@ async def create_model_prediction(
     """Create a prediction of ``owner/name``; its ``version`` reads ``"hidden"``."""
     spec = svc.model(owner, name)
     body = await parse_json_body(request, PredictionRequest)
-    row = await svc.create(key, spec, "hidden", body)
-    return await _respond_created(row, svc, lk, prefer)
+    return await _create(svc, key, spec, "hidden", body, lk, prefer)
 
 
 @router.post(
@@ -113,8 +121,7 @@ async def create_prediction(
             invalid_fields=[{"type": "required", "field": "version", "description": "version is required"}],
         )
     spec, version = svc.resolve_version(ref)
-    row = await svc.create(key, spec, version, body)
-    return await _respond_created(row, svc, lk, prefer)
+    return await _create(svc, key, spec, version, body, lk, prefer)
 
 
 @router.get("/predictions/{prediction_id}", response_model=Prediction, responses=_ERRORS, summary="Get a prediction")

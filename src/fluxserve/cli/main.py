@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from fluxserve.config import Settings
+
+if TYPE_CHECKING:
+    from fluxserve.store.rows import KeyRow
+    from fluxserve.store.store import Store
+
+T = TypeVar("T")
 
 app = typer.Typer(help="fluxserve: self-hosted FLUX predictions behind the Replicate HTTP API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -21,7 +28,7 @@ DataDir = Annotated[
 ]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="SQLAlchemy URL (env FLUXSERVE_DATABASE_URL); default SQLite in the data dir."),
+    typer.Option("--database-url", help="Database URL (env FLUXSERVE_DATABASE_URL); default SQLite in the data dir."),
 ]
 
 
@@ -78,6 +85,18 @@ def serve(
     uvicorn.Server(config).run()
 
 
+async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store (migrating it if needed), run ``fn``, close it."""
+    from fluxserve.store.store import Store
+
+    store = Store.connect(settings.resolved_database_url())
+    try:
+        await store.migrate()
+        return await fn(store)
+    finally:
+        await store.close()
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "default",
@@ -85,44 +104,28 @@ def keys_create(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create an API key and print it (alone, on the last line). It is shown only this once."""
-    settings = _settings(data_dir=data_dir, database_url=database_url)
-
-    async def create() -> str:
-        from fluxserve.store.db import create_engine, migrate
-        from fluxserve.store.store import Store
-
-        store = Store(create_engine(settings.resolved_database_url()))
-        try:
-            await migrate(store.engine)
-            row, token = await store.create_key(name)
-        finally:
-            await store.close()
-        typer.echo(f"Created API key {row.id} ({row.name}). It is shown only once; store it now:", err=False)
-        return token
-
-    token = asyncio.run(create())
+    row, token = asyncio.run(_with_store(_settings(data_dir=data_dir, database_url=database_url), _create_key(name)))
+    typer.echo(f"Created API key {row.id} ({row.name}). It is shown only once; store it now:")
     typer.echo(token)
+
+
+def _create_key(name: str) -> Callable[[Store], Awaitable[tuple[KeyRow, str]]]:
+    async def create(store: Store) -> tuple[KeyRow, str]:
+        return await store.create_key(name)
+
+    return create
 
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """List API keys (ids and names; the keys themselves are not stored)."""
-    settings = _settings(data_dir=data_dir, database_url=database_url)
 
-    async def fetch() -> None:
-        from fluxserve.store.db import create_engine, migrate
-        from fluxserve.store.store import Store
+    async def fetch(store: Store) -> list[KeyRow]:
+        return await store.list_keys()
 
-        store = Store(create_engine(settings.resolved_database_url()))
-        try:
-            await migrate(store.engine)
-            for key in await store.list_keys():
-                state = "revoked" if key.revoked_at else "active"
-                typer.echo(f"{key.id}  {key.name}  created {key.created_at:%Y-%m-%d %H:%M}Z  {state}")
-        finally:
-            await store.close()
-
-    asyncio.run(fetch())
+    for key in asyncio.run(_with_store(_settings(data_dir=data_dir, database_url=database_url), fetch)):
+        state = "revoked" if key.revoked_at else "active"
+        typer.echo(f"{key.id}  {key.name}  created {key.created_at:%Y-%m-%d %H:%M}Z  {state}")
 
 
 def main() -> None:

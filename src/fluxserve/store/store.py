@@ -1,23 +1,62 @@
-"""The store: every query the service and the worker run. Single statements, so each write is atomic."""
+"""The store: every query the service and the worker run, each one statement or one short transaction.
+
+Queries are plain functions of a :class:`~sqlalchemy.Connection`; :class:`~fluxserve.store.db.Database`
+decides how they run on each dialect. Hot statements are built once with bind parameters, so a
+request pays neither statement construction nor cache-key generation.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
+from fluxserve.store.db import Database
 from fluxserve.store.rows import KeyRow, PredictionRow
 from fluxserve.store.tables import api_keys, predictions
 
 _P = predictions.c
 _UNSET: Any = object()
+
+_GET = select(predictions).where(_P.id == bindparam("pid"))
+_GET_OWNED = _GET.where(_P.key_id == bindparam("kid"))
+_KEY_BY_HASH = select(api_keys).where(api_keys.c.token_hash == bindparam("h"), api_keys.c.revoked_at.is_(None))
+_INSERT = predictions.insert()
+_CANCEL_QUEUED = (
+    update(predictions)
+    .where(_P.id == bindparam("pid"), _P.key_id == bindparam("kid"), _P.status == Status.STARTING.value)
+    .values(status=Status.CANCELED.value, completed_at=bindparam("now"), cancel_requested=True)
+)
+_CANCEL_RUNNING = (
+    update(predictions)
+    .where(_P.id == bindparam("pid"), _P.key_id == bindparam("kid"), _P.status == Status.PROCESSING.value)
+    .values(cancel_requested=True)
+)
+_FINISH = (
+    update(predictions)
+    .where(
+        _P.id == bindparam("pid"),
+        _P.lease_token == bindparam("token"),
+        _P.status == Status.PROCESSING.value,
+    )
+    .values(
+        status=bindparam("new_status"),
+        output=bindparam("new_output"),
+        logs=bindparam("new_logs"),
+        error=bindparam("new_error"),
+        metrics=bindparam("new_metrics"),
+        completed_at=bindparam("completed"),
+        lease_token=None,
+        lease_expires_at=None,
+    )
+)
 
 
 def hash_token(token: str) -> str:
@@ -25,72 +64,142 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _prediction(mapping: Any) -> PredictionRow | None:
+    return PredictionRow.from_mapping(mapping) if mapping is not None else None
+
+
+# --- queries (functions of a connection) --------------------------------------------------------------
+
+
+def _q_get(conn: Connection, pid: str, kid: str | None) -> PredictionRow | None:
+    if kid is None:
+        return _prediction(conn.execute(_GET, {"pid": pid}).mappings().first())
+    return _prediction(conn.execute(_GET_OWNED, {"pid": pid, "kid": kid}).mappings().first())
+
+
+def _q_insert(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(_INSERT, values)
+
+
+def _q_request_cancel(conn: Connection, pid: str, kid: str) -> PredictionRow | None:
+    params = {"pid": pid, "kid": kid, "now": utcnow()}
+    conn.execute(_CANCEL_QUEUED, params)
+    conn.execute(_CANCEL_RUNNING, params)
+    return _q_get(conn, pid, kid)
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_statement(models: tuple[str, ...]) -> Any:
+    """The claim UPDATE for one set of models, built once (the model list is a worker's constant)."""
+    candidate = (
+        select(_P.id)
+        .where(_P.status == Status.STARTING.value, _P.model.in_(models))
+        .order_by(_P.created_at, _P.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(predictions)
+        .where(_P.id == candidate, _P.status == Status.STARTING.value)
+        .values(
+            status=Status.PROCESSING.value,
+            started_at=bindparam("now"),
+            lease_token=bindparam("token"),
+            lease_expires_at=bindparam("expires"),
+            worker_id=bindparam("worker"),
+            attempts=_P.attempts + 1,
+        )
+        .returning(*predictions.c)
+    )
+
+
+def _q_claim(conn: Connection, models: tuple[str, ...], worker_id: str, lease_seconds: float) -> PredictionRow | None:
+    now = utcnow()
+    params = {
+        "now": now,
+        "token": secrets.token_hex(16),
+        "expires": now + timedelta(seconds=lease_seconds),
+        "worker": worker_id,
+    }
+    return _prediction(conn.execute(_claim_statement(models), params).mappings().first())
+
+
 class Store:
     """Async access to keys and predictions on SQLite or PostgreSQL (same SQL on both)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    def connect(cls, url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
+        """A store on ``url`` (connections open lazily)."""
+        return cls(Database(url, sqlite_synchronous=sqlite_synchronous))
 
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
-        return self.engine.dialect.name
+        return self.db.dialect
+
+    async def migrate(self) -> None:
+        """Apply pending migrations."""
+        await self.db.migrate()
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self.engine.dispose()
+        """Close every connection."""
+        await self.db.close()
 
     async def ping(self) -> None:
         """Run a trivial query; raises if the database is unreachable."""
-        async with self.engine.connect() as conn:
-            await conn.execute(select(1))
+        await self.db.read(lambda conn: conn.execute(select(1)).scalar_one())
 
-    # --- keys -------------------------------------------------------------------------------------
+    # --- keys ---------------------------------------------------------------------------------------
 
     async def create_key(self, name: str) -> tuple[KeyRow, str]:
         """Create a key; return its row and the token, which is shown once and never stored."""
         token = "fs_" + secrets.token_urlsafe(30)
         row = KeyRow(id=secrets.token_hex(8), name=name, token_hash=hash_token(token), created_at=utcnow())
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                api_keys.insert().values(id=row.id, name=row.name, token_hash=row.token_hash, created_at=row.created_at)
-            )
+        values = {"id": row.id, "name": row.name, "token_hash": row.token_hash, "created_at": row.created_at}
+        await self.db.write(lambda conn: conn.execute(api_keys.insert(), values))
         return row, token
 
     async def key_by_token(self, token: str) -> KeyRow | None:
         """The live key whose token is ``token``, or None."""
-        stmt = select(api_keys).where(api_keys.c.token_hash == hash_token(token), api_keys.c.revoked_at.is_(None))
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
-        return KeyRow(**row) if row else None
+
+        def query(conn: Connection) -> KeyRow | None:
+            row = conn.execute(_KEY_BY_HASH, {"h": hash_token(token)}).mappings().first()
+            return KeyRow(**row) if row else None
+
+        return await self.db.read(query)
 
     async def list_keys(self) -> list[KeyRow]:
         """Every key, oldest first."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(api_keys).order_by(api_keys.c.created_at))).mappings().all()
-        return [KeyRow(**r) for r in rows]
+
+        def query(conn: Connection) -> list[KeyRow]:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).mappings().all()
+            return [KeyRow(**r) for r in rows]
+
+        return await self.db.read(query)
 
     async def count_keys(self) -> int:
         """How many live keys exist."""
         stmt = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        return await self.db.read(lambda conn: int(conn.execute(stmt).scalar_one()))
 
-    # --- predictions: API side ----------------------------------------------------------------------
+    # --- predictions: API side ------------------------------------------------------------------------
 
     async def insert_prediction(self, row: PredictionRow) -> None:
         """Insert a new prediction (the job)."""
-        async with self.engine.begin() as conn:
-            await conn.execute(predictions.insert().values(**row.to_values()))
+        await self.db.write(_q_insert, row.to_values())
 
     async def get_prediction(self, prediction_id: str, key_id: str | None = None) -> PredictionRow | None:
         """The prediction ``prediction_id``; with ``key_id``, only if that key owns it."""
-        stmt = select(predictions).where(_P.id == prediction_id)
-        if key_id is not None:
-            stmt = stmt.where(_P.key_id == key_id)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
-        return PredictionRow.from_mapping(row) if row else None
+        return await self.db.read(_q_get, prediction_id, key_id)
+
+    async def count_predictions(self, model: str) -> int:
+        """How many predictions of ``model`` exist (a model's ``run_count``)."""
+        stmt = select(func.count()).select_from(predictions).where(_P.model == model)
+        return await self.db.read(lambda conn: int(conn.execute(stmt).scalar_one()))
 
     async def list_predictions(
         self,
@@ -121,17 +230,14 @@ class Store:
             stmt = stmt.order_by(_P.created_at.asc(), _P.id.asc()).limit(limit)
         else:
             stmt = stmt.order_by(_P.created_at.desc(), _P.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            rows = [PredictionRow.from_mapping(r) for r in (await conn.execute(stmt)).mappings().all()]
+
+        def query(conn: Connection) -> list[PredictionRow]:
+            return [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
+
+        rows = await self.db.read(query)
         if after is not None:
             rows.reverse()
         return rows
-
-    async def count_predictions(self, model: str) -> int:
-        """How many predictions of ``model`` exist (a model's ``run_count``)."""
-        stmt = select(func.count()).select_from(predictions).where(_P.model == model)
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
 
     async def request_cancel(self, prediction_id: str, key_id: str) -> PredictionRow | None:
         """Cancel: a queued prediction ends ``canceled`` at once; a running one is flagged for its worker.
@@ -139,26 +245,9 @@ class Store:
         Returns the row as it is afterwards, or None if the key has no such prediction. A terminal
         prediction is returned unchanged.
         """
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(predictions)
-                .where(_P.id == prediction_id, _P.key_id == key_id, _P.status == Status.STARTING.value)
-                .values(status=Status.CANCELED.value, completed_at=now, cancel_requested=True)
-            )
-            await conn.execute(
-                update(predictions)
-                .where(_P.id == prediction_id, _P.key_id == key_id, _P.status == Status.PROCESSING.value)
-                .values(cancel_requested=True)
-            )
-            row = (
-                (await conn.execute(select(predictions).where(_P.id == prediction_id, _P.key_id == key_id)))
-                .mappings()
-                .first()
-            )
-        return PredictionRow.from_mapping(row) if row else None
+        return await self.db.write(_q_request_cancel, prediction_id, key_id)
 
-    # --- predictions: worker side -------------------------------------------------------------------
+    # --- predictions: worker side ---------------------------------------------------------------------
 
     async def claim(self, models: Sequence[str], worker_id: str, lease_seconds: float) -> PredictionRow | None:
         """Take the oldest ``starting`` prediction of ``models``: status ``processing`` and a new lease.
@@ -168,31 +257,7 @@ class Store:
         """
         if not models:
             return None
-        now = utcnow()
-        candidate = (
-            select(_P.id)
-            .where(_P.status == Status.STARTING.value, _P.model.in_(list(models)))
-            .order_by(_P.created_at, _P.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        stmt = (
-            update(predictions)
-            .where(_P.id == candidate, _P.status == Status.STARTING.value)
-            .values(
-                status=Status.PROCESSING.value,
-                started_at=now,
-                lease_token=secrets.token_hex(16),
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                worker_id=worker_id,
-                attempts=_P.attempts + 1,
-            )
-            .returning(*predictions.c)
-        )
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
-        return PredictionRow.from_mapping(row) if row else None
+        return await self.db.write(_q_claim, tuple(models), worker_id, lease_seconds)
 
     async def update_running(
         self,
@@ -215,23 +280,21 @@ class Store:
             values["output"] = output
         stmt = (
             update(predictions)
-            .where(
-                _P.id == prediction_id,
-                _P.lease_token == lease_token,
-                _P.status == Status.PROCESSING.value,
-            )
+            .where(_P.id == prediction_id, _P.lease_token == lease_token, _P.status == Status.PROCESSING.value)
             .values(**values)
             .returning(_P.cancel_requested)
         )
-        async with self.engine.begin() as conn:
-            result = (await conn.execute(stmt)).first()
-        return None if result is None else bool(result[0])
+
+        def query(conn: Connection) -> bool | None:
+            result = conn.execute(stmt).first()
+            return None if result is None else bool(result[0])
+
+        return await self.db.write(query)
 
     async def cancel_requested(self, prediction_id: str) -> bool:
         """Whether the user asked to cancel ``prediction_id``."""
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(select(_P.cancel_requested).where(_P.id == prediction_id))).scalar_one_or_none()
-        return bool(value)
+        stmt = select(_P.cancel_requested).where(_P.id == prediction_id)
+        return await self.db.read(lambda conn: bool(conn.execute(stmt).scalar_one_or_none()))
 
     async def finish(
         self,
@@ -247,27 +310,17 @@ class Store:
     ) -> bool:
         """Write the terminal state; a compare-and-set on the lease token. False if the lease was lost."""
         assert status.is_terminal
-        stmt = (
-            update(predictions)
-            .where(
-                _P.id == prediction_id,
-                _P.lease_token == lease_token,
-                _P.status == Status.PROCESSING.value,
-            )
-            .values(
-                status=status.value,
-                output=output,
-                logs=logs,
-                error=error,
-                metrics=metrics,
-                completed_at=completed_at,
-                lease_token=None,
-                lease_expires_at=None,
-            )
-        )
-        async with self.engine.begin() as conn:
-            result = await conn.execute(stmt)
-        return bool(result.rowcount)
+        params = {
+            "pid": prediction_id,
+            "token": lease_token,
+            "new_status": status.value,
+            "new_output": output,
+            "new_logs": logs,
+            "new_error": error,
+            "new_metrics": metrics,
+            "completed": completed_at,
+        }
+        return await self.db.write(lambda conn: bool(conn.execute(_FINISH, params).rowcount))
 
     async def fail_processing(self, error: str, *, expired_before: datetime | None = None) -> list[str]:
         """Fail ``processing`` predictions whose worker is gone; return their ids.
@@ -275,7 +328,6 @@ class Store:
         With ``expired_before``, only those whose lease expired before then (the reaper); without it,
         every ``processing`` row (start-up recovery of the single-process SQLite deployment).
         """
-        now = utcnow()
         where = [_P.status == Status.PROCESSING.value]
         if expired_before is not None:
             where.append(_P.lease_expires_at < expired_before)
@@ -285,11 +337,10 @@ class Store:
             .values(
                 status=Status.FAILED.value,
                 error=error,
-                completed_at=now,
+                completed_at=utcnow(),
                 lease_token=None,
                 lease_expires_at=None,
             )
             .returning(_P.id)
         )
-        async with self.engine.begin() as conn:
-            return [r[0] for r in (await conn.execute(stmt)).all()]
+        return await self.db.write(lambda conn: [r[0] for r in conn.execute(stmt).all()])

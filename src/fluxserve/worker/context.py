@@ -21,6 +21,7 @@ class RunContext:
 
     def __init__(self, output_dir: Path, on_change: Callable[[], None]) -> None:
         self._output_dir = output_dir
+        self.output_dir_used = False
         self._on_change = on_change
         self._lines: list[str] = []
         self._lock = threading.Lock()
@@ -30,7 +31,10 @@ class RunContext:
 
     @property
     def output_dir(self) -> Path:
-        """Where the predictor writes its files."""
+        """Where the predictor writes its files (created on first use: most fixtures never ask)."""
+        if not self.output_dir_used:
+            self._output_dir.mkdir(parents=True, exist_ok=True)
+            self.output_dir_used = True
         return self._output_dir
 
     def log(self, line: str) -> None:

@@ -10,12 +10,12 @@ import shutil
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fluxserve.config import Settings
-from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub
+from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
 from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
 from fluxserve.predictors.inputs import validate_input
@@ -102,7 +102,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         with self.hub.subscribe(WORK) as woken:
             while True:
-                woken.clear()
+                woken.take()
                 try:
                     row = await self.store.claim(self.models, self.worker_id, self.settings.lease_seconds)
                 except Exception:
@@ -110,13 +110,15 @@ class Worker:
                     row = None
                 if row is None:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(woken.wait(), self.settings.poll_interval)
+                        await asyncio.wait_for(woken.event.wait(), self.settings.poll_interval)
                     continue
-                self.hub.publish(PREDICTION, row.id)
+                self.hub.publish(PREDICTION, row.id, row)
                 try:
                     await self._run(row)
                 except Exception:  # the worker boundary: never let one prediction stop the loop
                     log.exception("prediction %s: worker error", row.id)
+                # Let whoever waits on the result (Prefer: wait) answer before we look for more work.
+                await asyncio.sleep(0)
 
     async def _reap_loop(self) -> None:
         """Fail predictions whose worker stopped renewing its lease (safe to run in every process)."""
@@ -145,14 +147,14 @@ class Worker:
         token = row.lease_token
         spec = self.registry.get(row.model)
         loop = asyncio.get_running_loop()
-        changed = asyncio.Event()
+        # One event wakes the supervisor for everything: new logs, the predictor finishing, cancel.
+        wake = asyncio.Event()
         scratch = self.settings.scratch_dir / row.id
-        scratch.mkdir(parents=True, exist_ok=True)
 
-        def wake() -> None:
-            loop.call_soon_threadsafe(changed.set)
+        def on_log() -> None:
+            loop.call_soon_threadsafe(wake.set)
 
-        ctx = RunContext(scratch, wake)
+        ctx = RunContext(scratch, on_log)
         status, output, error = Status.FAILED, None, None
         try:
             if spec is None:
@@ -161,11 +163,12 @@ class Worker:
             if validation.errors:
                 raise ValueError("; ".join(f"{e.field}: {e.description}" for e in validation.errors))
             predictor = await self._predictor(spec)
-            future = loop.run_in_executor(self._executor, predictor.predict, validation.values, ctx)
-            with self.hub.subscribe(CANCEL, row.id) as cancel_asked:
+            with self.hub.subscribe(CANCEL, row.id, event=wake) as cancel_asked:
                 if row.cancel_requested:
                     ctx.cancel_event.set()
-                result = await self._supervise(row, token, future, ctx, changed, cancel_asked)
+                future = loop.run_in_executor(self._executor, predictor.predict, validation.values, ctx)
+                future.add_done_callback(lambda _: wake.set())
+                result = await self._supervise(row, token, future, ctx, wake, cancel_asked)
             if result is _LOST:
                 return
             output = self._store_outputs(row.id, result)
@@ -178,7 +181,8 @@ class Worker:
             log.info("prediction %s failed: %s", row.id, exc, exc_info=not isinstance(exc, ValueError))
             error = error_message(exc)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if ctx.output_dir_used:
+                shutil.rmtree(scratch, ignore_errors=True)
         await self._finish(row, token, status, output, error, ctx)
 
     async def _supervise(
@@ -187,37 +191,37 @@ class Worker:
         token: str,
         future: asyncio.Future[Any],
         ctx: RunContext,
-        changed: asyncio.Event,
-        cancel_asked: asyncio.Event,
+        wake: asyncio.Event,
+        cancel_asked: Subscription,
     ) -> Any:
         """Wait for the predictor while writing logs, renewing the lease and relaying cancel."""
-        heartbeat = self.settings.lease_seconds / 3
         loop = asyncio.get_running_loop()
-        last_write = loop.time()
+        heartbeat = self.settings.lease_seconds / 3
+        next_heartbeat = loop.time() + heartbeat
+        last_write = 0.0
         written_logs = ""
-        waiters = {future}
         while True:
-            changed_wait = asyncio.ensure_future(changed.wait())
-            cancel_wait = asyncio.ensure_future(cancel_asked.wait())
-            await asyncio.wait(
-                {future, changed_wait, cancel_wait}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-            )
-            changed_wait.cancel()
-            cancel_wait.cancel()
-            if cancel_asked.is_set():
-                cancel_asked.clear()
+            if not future.done():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_heartbeat - loop.time())):
+                        await wake.wait()
+            wake.clear()
+            if cancel_asked.fired:
+                cancel_asked.take()
                 if await self.store.cancel_requested(row.id):
                     ctx.cancel_event.set()
             if future.done():
                 return future.result()
+            logs = ctx.text()
             now = loop.time()
-            if changed.is_set() and now - last_write < LOG_FLUSH_SECONDS:
-                # Coalesce bursts of log lines into one write.
-                await asyncio.wait(waiters, timeout=LOG_FLUSH_SECONDS - (now - last_write))
+            if logs == written_logs and now < next_heartbeat:
+                continue
+            if logs != written_logs and now - last_write < LOG_FLUSH_SECONDS:
+                # Coalesce bursts of log lines into one write (but stop waiting if the predictor ends).
+                await asyncio.wait({future}, timeout=LOG_FLUSH_SECONDS - (now - last_write))
                 if future.done():
                     return future.result()
-            changed.clear()
-            logs = ctx.text()
+                logs = ctx.text()
             cancel = await self.store.update_running(
                 row.id,
                 token,
@@ -225,6 +229,7 @@ class Worker:
                 logs=logs if logs != written_logs else None,
             )
             last_write = loop.time()
+            next_heartbeat = last_write + heartbeat
             if cancel is None:
                 log.warning("prediction %s: lease lost; abandoning the result", row.id)
                 ctx.cancel_event.set()
@@ -264,12 +269,13 @@ class Worker:
         }
         if status == Status.SUCCEEDED:
             metrics["image_count"] = count_blob_refs(output)
+        logs = ctx.text()
         ok = await self.store.finish(
             row.id,
             token,
             status=status,
             output=output,
-            logs=ctx.text(),
+            logs=logs,
             error=error,
             metrics=metrics,
             completed_at=completed,
@@ -277,7 +283,18 @@ class Worker:
         if not ok:
             log.warning("prediction %s: lease lost before finishing; result dropped", row.id)
             return
-        self.hub.publish(PREDICTION, row.id)
+        finished = replace(
+            row,
+            status=status,
+            output=output,
+            logs=logs,
+            error=error,
+            metrics=metrics,
+            completed_at=completed,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        self.hub.publish(PREDICTION, row.id, finished)
 
 
 _LOST: Any = object()
