@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from fluxserve.api.auth import current_key
-from fluxserve.api.deps import links, service
+from fluxserve.api.deps import CallDep
 from fluxserve.api.links import Links
 from fluxserve.api.render import json_response
 from fluxserve.errors import NotFound
 from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
 from fluxserve.schema import Account, Model, ModelPage, Problem, Version, VersionPage
 from fluxserve.service import PredictionService
-from fluxserve.store.rows import KeyRow
 
 router = APIRouter(tags=["models"])
 
-Key = Annotated[KeyRow, Depends(current_key)]
-Service = Annotated[PredictionService, Depends(service)]
-LinksDep = Annotated[Links, Depends(links)]
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": Problem, "description": "No or unknown API key"},
     404: {"model": Problem, "description": "No such model or version"},
@@ -49,22 +42,22 @@ async def _model(spec: ModelSpec, svc: PredictionService, lk: Links) -> Model:
 
 
 @router.get("/models", response_model=ModelPage, responses=_ERRORS, summary="List models")
-async def list_models(_key: Key, svc: Service, lk: LinksDep) -> Response:
+async def list_models(c: CallDep) -> Response:
     """Every model this deployment serves."""
-    results = [await _model(spec, svc, lk) for spec in svc.registry]
+    results = [await _model(spec, c.svc, c.links) for spec in c.svc.registry]
     return json_response(ModelPage(next=None, previous=None, results=results))
 
 
 @router.get("/models/{owner}/{name}", response_model=Model, responses=_ERRORS, summary="Get a model")
-async def get_model(owner: str, name: str, _key: Key, svc: Service, lk: LinksDep) -> Response:
+async def get_model(owner: str, name: str, c: CallDep) -> Response:
     """A model with its ``latest_version`` (Cog-style ``openapi_schema``)."""
-    return json_response(await _model(svc.model(owner, name), svc, lk))
+    return json_response(await _model(c.svc.model(owner, name), c.svc, c.links))
 
 
 @router.get("/models/{owner}/{name}/versions", response_model=VersionPage, responses=_ERRORS, summary="List versions")
-async def list_versions(owner: str, name: str, _key: Key, svc: Service) -> Response:
+async def list_versions(owner: str, name: str, c: CallDep) -> Response:
     """A model's versions (one: the schema this deployment serves)."""
-    return json_response(VersionPage(next=None, previous=None, results=[_version(svc.model(owner, name))]))
+    return json_response(VersionPage(next=None, previous=None, results=[_version(c.svc.model(owner, name))]))
 
 
 @router.get(
@@ -73,15 +66,15 @@ async def list_versions(owner: str, name: str, _key: Key, svc: Service) -> Respo
     responses=_ERRORS,
     summary="Get a version",
 )
-async def get_version(owner: str, name: str, version_id: str, _key: Key, svc: Service) -> Response:
+async def get_version(owner: str, name: str, version_id: str, c: CallDep) -> Response:
     """One version of a model."""
-    spec = svc.model(owner, name)
+    spec = c.svc.model(owner, name)
     if version_id != spec.version_id:
         raise NotFound(f"Version {version_id} of {spec.ref} not found; the current version is {spec.version_id}.")
     return json_response(_version(spec))
 
 
 @router.get("/account", response_model=Account, responses=_ERRORS, summary="The account of the key in use")
-async def get_account(key: Key) -> Response:
+async def get_account(c: CallDep) -> Response:
     """The key's account (the key's name stands for the user)."""
-    return json_response(Account(username=key.name, name=key.name))
+    return json_response(Account(username=c.key.name, name=c.key.name))

@@ -7,26 +7,19 @@ from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from fluxserve.api.auth import current_key
 from fluxserve.api.body import json_body_schema, parse_json_body
-from fluxserve.api.deps import links, service
-from fluxserve.api.links import Links
+from fluxserve.api.deps import Call, CallDep
 from fluxserve.api.render import json_response, render_prediction
 from fluxserve.errors import InvalidRequest
 from fluxserve.lifecycle import Status
 from fluxserve.registry import ModelSpec
 from fluxserve.schema import Prediction, PredictionPage, PredictionRequest, Problem
-from fluxserve.service import PredictionService
-from fluxserve.store.rows import KeyRow
 
 router = APIRouter(tags=["predictions"])
 
-Key = Annotated[KeyRow, Depends(current_key)]
-Service = Annotated[PredictionService, Depends(service)]
-LinksDep = Annotated[Links, Depends(links)]
 PreferHeader = Annotated[
     str | None,
     Header(description="`wait` or `wait=N` (1..60): hold the request until the prediction finishes or N s pass"),
@@ -55,20 +48,13 @@ def parse_prefer_wait(header: str | None) -> tuple[int, str] | None:
     return None
 
 
-async def _create(
-    svc: PredictionService,
-    key: KeyRow,
-    spec: ModelSpec,
-    version: str,
-    body: PredictionRequest,
-    lk: Links,
-    prefer: str | None,
-) -> Response:
+async def _create(c: Call, spec: ModelSpec, version: str, body: PredictionRequest, prefer: str | None) -> Response:
+    lk = c.links
     wait = parse_prefer_wait(prefer)
     if wait is None:
-        return json_response(render_prediction(await svc.create(key, spec, version, body), lk), 201)
+        return json_response(render_prediction(await c.svc.create(c.key, spec, version, body), lk), 201)
     seconds, applied = wait
-    row = await svc.create(key, spec, version, body, wait=seconds)
+    row = await c.svc.create(c.key, spec, version, body, wait=seconds)
     headers = {"Preference-Applied": applied}
     if row.status.is_terminal:
         return json_response(render_prediction(row, lk), 201, headers)
@@ -90,12 +76,12 @@ async def _create(
     openapi_extra=json_body_schema(PredictionRequest),
 )
 async def create_model_prediction(
-    owner: str, name: str, request: Request, key: Key, svc: Service, lk: LinksDep, prefer: PreferHeader = None
+    owner: str, name: str, request: Request, c: CallDep, prefer: PreferHeader = None
 ) -> Response:
     """Create a prediction of ``owner/name``; its ``version`` reads ``"hidden"``."""
-    spec = svc.model(owner, name)
+    spec = c.svc.model(owner, name)
     body = await parse_json_body(request, PredictionRequest)
-    return await _create(svc, key, spec, "hidden", body, lk, prefer)
+    return await _create(c, spec, "hidden", body, prefer)
 
 
 @router.post(
@@ -109,9 +95,7 @@ async def create_model_prediction(
     summary="Create a prediction of a version",
     openapi_extra=json_body_schema(PredictionRequest),
 )
-async def create_prediction(
-    request: Request, key: Key, svc: Service, lk: LinksDep, prefer: PreferHeader = None
-) -> Response:
+async def create_prediction(request: Request, c: CallDep, prefer: PreferHeader = None) -> Response:
     """Create a prediction; ``version`` is a version id, ``owner/name`` or ``owner/name:version_id``."""
     body = await parse_json_body(request, PredictionRequest)
     ref = body.version or body.model
@@ -120,14 +104,14 @@ async def create_prediction(
             "version is required: a version id, owner/name or owner/name:version_id",
             invalid_fields=[{"type": "required", "field": "version", "description": "version is required"}],
         )
-    spec, version = svc.resolve_version(ref)
-    return await _create(svc, key, spec, version, body, lk, prefer)
+    spec, version = c.svc.resolve_version(ref)
+    return await _create(c, spec, version, body, prefer)
 
 
 @router.get("/predictions/{prediction_id}", response_model=Prediction, responses=_ERRORS, summary="Get a prediction")
-async def get_prediction(prediction_id: str, key: Key, svc: Service, lk: LinksDep) -> Response:
+async def get_prediction(prediction_id: str, c: CallDep) -> Response:
     """One of the key's predictions."""
-    return json_response(render_prediction(await svc.get(key, prediction_id), lk))
+    return json_response(render_prediction(await c.svc.get(c.key, prediction_id), c.links))
 
 
 def _parse_time(name: str, value: str | None) -> datetime | None:
@@ -145,16 +129,15 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 
 @router.get("/predictions", response_model=PredictionPage, responses=_ERRORS, summary="List predictions")
 async def list_predictions(
-    key: Key,
-    svc: Service,
-    lk: LinksDep,
+    c: CallDep,
     cursor: Annotated[str | None, Query(description="Opaque; follow `next`/`previous` as given")] = None,
     created_after: Annotated[str | None, Query(description="ISO-8601; only predictions created after")] = None,
     created_before: Annotated[str | None, Query(description="ISO-8601; only predictions created before")] = None,
 ) -> Response:
     """The key's predictions, newest first, 100 a page."""
-    page = await svc.list(
-        key,
+    lk = c.links
+    page = await c.svc.list(
+        c.key,
         cursor=cursor,
         created_after=_parse_time("created_after", created_after),
         created_before=_parse_time("created_before", created_before),
@@ -179,6 +162,6 @@ async def list_predictions(
     responses=_ERRORS,
     summary="Cancel a prediction",
 )
-async def cancel_prediction(prediction_id: str, key: Key, svc: Service, lk: LinksDep) -> Response:
+async def cancel_prediction(prediction_id: str, c: CallDep) -> Response:
     """Cancel; the body is ignored (clients send none, or an empty JSON object)."""
-    return json_response(render_prediction(await svc.cancel(key, prediction_id), lk))
+    return json_response(render_prediction(await c.svc.cancel(c.key, prediction_id), c.links))

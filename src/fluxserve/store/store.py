@@ -93,7 +93,8 @@ def _claim_statement(models: tuple[str, ...]) -> Any:
     """The claim UPDATE for one set of models, built once (the model list is a worker's constant)."""
     candidate = (
         select(_P.id)
-        .where(_P.status == Status.STARTING.value, _P.model.in_(models))
+        # Equalities, not IN: SQLAlchemy renders IN lists anew at every execution.
+        .where(_P.status == Status.STARTING.value, or_(*(_P.model == m for m in models)))
         .order_by(_P.created_at, _P.id)
         .limit(1)
         .with_for_update(skip_locked=True)
