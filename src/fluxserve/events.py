@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,13 +38,28 @@ class Subscription:
 
 
 class EventHub:
-    """Publish/subscribe within one event loop."""
+    """Publish/subscribe within one event loop; ``forward`` carries publications to other processes."""
 
     def __init__(self) -> None:
         self._subscribers: defaultdict[tuple[str, str], set[Subscription]] = defaultdict(set)
+        self.forward: Callable[[str, str], None] | None = None
 
     def publish(self, channel: str, key: str, payload: Any = None) -> None:
-        """Wake every subscriber of ``(channel, key)`` and of ``(channel, "*")``.
+        """Wake local subscribers (see :meth:`deliver`) and tell other processes, if connected."""
+        self.deliver(channel, key, payload)
+        if self.forward is not None:
+            self.forward(channel, key)
+
+    def wake_all(self) -> None:
+        """Wake every subscriber with no payload, so each re-reads (after events may have been missed)."""
+        for subscribers in self._subscribers.values():
+            for sub in subscribers:
+                sub.payload = None
+                sub.fired = True
+                sub.event.set()
+
+    def deliver(self, channel: str, key: str, payload: Any = None) -> None:
+        """Wake every local subscriber of ``(channel, key)`` and of ``(channel, "*")``.
 
         ``payload`` replaces the subscriber's previous one, so a publication without a payload
         forces subscribers to re-read.

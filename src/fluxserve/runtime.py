@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fluxserve.config import Settings
 from fluxserve.events import EventHub
+from fluxserve.pgnotify import PgNotifyBridge
+from fluxserve.reaper import maintain
 from fluxserve.registry import Registry, build_registry
 from fluxserve.service import PredictionService
 from fluxserve.storage.local import LocalBlobStore
@@ -29,27 +31,43 @@ class Runtime:
     blobs: LocalBlobStore
     service: PredictionService
     worker: Worker | None = None
-    _worker_task: asyncio.Task[None] | None = None
+    bridge: PgNotifyBridge | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, settings: Settings, *, with_worker: bool) -> Runtime:
-        """Connect, migrate, and (when asked) start the in-process worker."""
+    async def open(cls, settings: Settings, *, with_worker: bool, worker_models: list[str] | None = None) -> Runtime:
+        """Connect, migrate, bridge events across processes (PostgreSQL), start housekeeping and,
+        when asked, a worker for ``worker_models`` (default: every model)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store.connect(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
         await store.migrate()
         hub = EventHub()
         registry = build_registry(settings)
         blobs = LocalBlobStore(settings.blob_dir)
-        runtime = cls(settings, store, hub, registry, blobs, PredictionService(store, registry, hub))
+        service = PredictionService(store, registry, hub, liveness_seconds=settings.lease_seconds)
+        runtime = cls(settings, store, hub, registry, blobs, service)
+        if store.dialect == "postgresql":
+            runtime.bridge = PgNotifyBridge(settings.resolved_database_url(), hub)
+            await runtime.bridge.start()
+        runtime._tasks.append(asyncio.create_task(maintain(store, hub, settings), name="fluxserve-reaper"))
         if with_worker:
-            runtime.worker = Worker(settings, store, hub, registry, blobs)
-            runtime._worker_task = asyncio.create_task(runtime.worker.run(), name="fluxserve-worker")
+            unknown = [m for m in worker_models or [] if registry.get(m) is None]
+            if unknown:
+                await runtime.close()
+                known = ", ".join(spec.ref for spec in registry)
+                raise ValueError(f"unknown model(s) {', '.join(unknown)}; this build serves {known}")
+            runtime.worker = Worker(settings, store, hub, registry, blobs, models=worker_models)
+            await runtime.worker.register()
+            runtime._tasks.append(asyncio.create_task(runtime.worker.run(), name="fluxserve-worker"))
         return runtime
 
     async def close(self) -> None:
-        """Stop the worker and close the database."""
-        if self._worker_task is not None:
-            self._worker_task.cancel()
+        """Stop the worker and housekeeping, then the event bridge and the database."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
+                await task
+        if self.bridge is not None:
+            await self.bridge.stop()
         await self.store.close()

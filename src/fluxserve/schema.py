@@ -153,6 +153,8 @@ class Model(BaseModel):
     default_example: Prediction | None = None
     latest_version: Version | None
     is_official: bool = True
+    live_workers: int = Field(0, description="Running workers that serve this model (fluxserve extension)")
+    queued_predictions: int = Field(0, description="Predictions waiting for a worker (fluxserve extension)")
 
 
 class ModelPage(BaseModel):

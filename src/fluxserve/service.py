@@ -6,10 +6,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound
@@ -22,6 +23,14 @@ from fluxserve.store.rows import KeyRow, PredictionRow
 from fluxserve.store.store import Store
 
 PAGE_SIZE = 100
+LIVE_WORKERS_CACHE_SECONDS = 1.0
+# Even when no event arrives, a waiter re-reads this often (events can be lost while a database restarts).
+WAIT_RECHECK_SECONDS = 5.0
+NO_WORKER_LOG = (
+    "Waiting for a worker: no running worker serves {model} right now. "
+    "The prediction stays queued and starts when one does.\n"
+)
+log = logging.getLogger("fluxserve.service")
 # How long a cancel request waits for the worker to stop, so the response usually reads "canceled".
 CANCEL_SETTLE_SECONDS = 1.0
 _REF = re.compile(r"^(?P<owner>[^/:]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$")
@@ -74,10 +83,23 @@ def _check_webhook(url: str | None) -> None:
 class PredictionService:
     """Business rules of predictions; HTTP-free."""
 
-    def __init__(self, store: Store, registry: Registry, hub: EventHub) -> None:
+    def __init__(self, store: Store, registry: Registry, hub: EventHub, *, liveness_seconds: float = 30.0) -> None:
         self.store = store
         self.registry = registry
         self.hub = hub
+        self.liveness_seconds = liveness_seconds
+        self._served: tuple[float, dict[str, int]] = (-1.0, {})
+
+    async def live_workers(self) -> dict[str, int]:
+        """How many live workers serve each model (cached for a second: create calls this)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._served[0] > LIVE_WORKERS_CACHE_SECONDS:
+            counts: dict[str, int] = {}
+            for _wid, models in await self.store.live_workers(utcnow() - timedelta(seconds=self.liveness_seconds)):
+                for model in models:
+                    counts[model] = counts.get(model, 0) + 1
+            self._served = (now, counts)
+        return self._served[1]
 
     # --- model resolution ----------------------------------------------------------------------------
 
@@ -141,8 +163,14 @@ class PredictionService:
                 ],
             )
         _check_webhook(request.webhook)
+        logs = ""
+        if not (await self.live_workers()).get(spec.ref):
+            # Queued, not failed: a worker may start later. Say so where the user looks.
+            logs = NO_WORKER_LOG.format(model=spec.ref)
+            log.warning("prediction queued for %s, which no live worker serves", spec.ref)
         row = PredictionRow(
             id=new_prediction_id(),
+            logs=logs,
             key_id=key.id,
             model=spec.ref,
             version=version,
@@ -240,7 +268,7 @@ class PredictionService:
             if remaining <= 0:
                 return row
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changes.event.wait(), remaining)
+                await asyncio.wait_for(changes.event.wait(), min(remaining, WAIT_RECHECK_SECONDS))
             fresh = changes.take()
             if not isinstance(fresh, PredictionRow):
                 fresh = await self.store.get_prediction(row.id)

@@ -32,6 +32,8 @@ def _version(spec: ModelSpec) -> Version:
 
 async def _model(spec: ModelSpec, svc: PredictionService, lk: Links) -> Model:
     return Model(
+        live_workers=(await svc.live_workers()).get(spec.ref, 0),
+        queued_predictions=await svc.store.queued_count(spec.ref),
         url=f"{lk.origin}/?model={spec.ref}",
         owner=spec.owner,
         name=spec.name,

@@ -20,7 +20,7 @@ from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
 from fluxserve.store.db import Database
 from fluxserve.store.rows import KeyRow, PredictionRow
-from fluxserve.store.tables import api_keys, predictions
+from fluxserve.store.tables import api_keys, predictions, workers
 
 _P = predictions.c
 _UNSET: Any = object()
@@ -345,3 +345,46 @@ class Store:
             .returning(_P.id)
         )
         return await self.db.write(lambda conn: [r[0] for r in conn.execute(stmt).all()])
+
+    # --- workers ----------------------------------------------------------------------------------
+
+    async def worker_heartbeat(self, worker_id: str, hostname: str, models: Sequence[str]) -> None:
+        """Record that ``worker_id`` is alive and serves ``models`` (insert or refresh)."""
+        now = utcnow()
+
+        def upsert(conn: Connection) -> None:
+            updated = conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(last_seen_at=now, models=list(models))
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    workers.insert().values(
+                        id=worker_id, hostname=hostname, models=list(models), started_at=now, last_seen_at=now
+                    )
+                )
+
+        await self.db.write(upsert)
+
+    async def worker_gone(self, worker_id: str) -> None:
+        """Remove a worker that stops cleanly."""
+        await self.db.write(lambda conn: conn.execute(workers.delete().where(workers.c.id == worker_id)))
+
+    async def live_workers(self, seen_after: datetime) -> list[tuple[str, list[str]]]:
+        """(worker id, models) of workers seen after ``seen_after``; forgets those long gone."""
+
+        def query(conn: Connection) -> list[tuple[str, list[str]]]:
+            rows = conn.execute(select(workers.c.id, workers.c.models).where(workers.c.last_seen_at > seen_after))
+            return [(r[0], list(r[1])) for r in rows]
+
+        return await self.db.read(query)
+
+    async def forget_workers(self, seen_before: datetime) -> None:
+        """Delete worker records not refreshed since ``seen_before``."""
+        await self.db.write(lambda conn: conn.execute(workers.delete().where(workers.c.last_seen_at < seen_before)))
+
+    async def queued_count(self, model: str) -> int:
+        """How many predictions of ``model`` wait for a worker."""
+        stmt = (
+            select(func.count()).select_from(predictions).where(_P.model == model, _P.status == Status.STARTING.value)
+        )
+        return await self.db.read(lambda conn: int(conn.execute(stmt).scalar_one()))

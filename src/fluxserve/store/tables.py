@@ -86,3 +86,14 @@ predictions = Table(
     Index("ix_predictions_queue", "status", "model", "created_at"),
     Index("ix_predictions_key_created", "key_id", "created_at", "id"),
 )
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("hostname", String(200), nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    # Renewed every few seconds; a worker not seen for a lease period counts as gone.
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+)

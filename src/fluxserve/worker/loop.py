@@ -33,7 +33,6 @@ RESTART_ERROR = (
     "The server stopped while this prediction was running, so it did not finish. It was not retried "
     "automatically; create it again."
 )
-LEASE_LOST_ERROR = "The worker running this prediction was lost (its lease expired without a heartbeat)."
 # Logs are written at most this often while a prediction runs (each write also renews the lease).
 LOG_FLUSH_SECONDS = 0.25
 
@@ -90,14 +89,28 @@ class Worker:
             log.warning("prediction %s was running when the server stopped; marked failed", pid)
             self.hub.publish(PREDICTION, pid)
 
+    async def register(self) -> None:
+        """Announce this worker and its models (so the API can tell when a model has no worker)."""
+        await self.store.worker_heartbeat(self.worker_id, socket.gethostname(), self.models)
+
     async def run(self) -> None:
-        """Run until cancelled: ``worker_concurrency`` claim loops plus the lease reaper."""
+        """Run until cancelled: ``worker_concurrency`` claim loops plus the liveness heartbeat."""
         await self.recover()
         loops = [self._claim_loop() for _ in range(self.settings.worker_concurrency)]
         try:
-            await asyncio.gather(*loops, self._reap_loop())
+            await asyncio.gather(*loops, self._heartbeat_loop())
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            with contextlib.suppress(Exception):
+                await self.store.worker_gone(self.worker_id)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                await self.register()
+            except Exception as exc:
+                log.warning("worker heartbeat failed: %s", exc)
 
     async def _claim_loop(self) -> None:
         with self.hub.subscribe(WORK) as woken:
@@ -119,17 +132,6 @@ class Worker:
                     log.exception("prediction %s: worker error", row.id)
                 # Let whoever waits on the result (Prefer: wait) answer before we look for more work.
                 await asyncio.sleep(0)
-
-    async def _reap_loop(self) -> None:
-        """Fail predictions whose worker stopped renewing its lease (safe to run in every process)."""
-        while True:
-            await asyncio.sleep(max(1.0, self.settings.lease_seconds / 3))
-            try:
-                for pid in await self.store.fail_processing(LEASE_LOST_ERROR, expired_before=utcnow()):
-                    log.warning("prediction %s: lease expired; marked failed", pid)
-                    self.hub.publish(PREDICTION, pid)
-            except Exception:
-                log.exception("reaper failed")
 
     # --- one prediction ----------------------------------------------------------------------------
 
