@@ -38,7 +38,9 @@ def pg_database() -> Iterator[str]:
     drop_pg_database(name)
 
 
-def make_server(root: Path, tiny_weights: Path, database_url: str | None, **kwargs: object) -> Server:
+def make_server(
+    root: Path, tiny_weights: Path, database_url: str | None, key: str | None = None, **kwargs: object
+) -> Server:
     """A server whose demo weights are the session's tiny pipeline (linked, not rebuilt)."""
     root.mkdir(parents=True, exist_ok=True)
     demo = root / "demo-weights"
@@ -47,7 +49,7 @@ def make_server(root: Path, tiny_weights: Path, database_url: str | None, **kwar
     if not link.exists():
         link.symlink_to(tiny_weights, target_is_directory=True)
     server = Server(data_dir=root, database_url=database_url, **kwargs)  # type: ignore[arg-type]
-    server.key = create_key(root, server.env())
+    server.key = key or create_key(root, server.env())
     return server
 
 

@@ -154,3 +154,60 @@ def _psql(sql: str) -> None:
     if psql is None:
         raise RuntimeError("psql is needed to create test databases")
     subprocess.run([psql, PG_ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+
+
+@dataclass
+class WorkerProcess:
+    """One ``fluxserve worker`` subprocess."""
+
+    data_dir: Path
+    database_url: str
+    models: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        """Start the worker and wait until it announces its models."""
+        env = os.environ.copy()
+        env.update(
+            FLUXSERVE_EXTRA_MODELS=FIXTURE_MODELS,
+            FLUXSERVE_POLL_INTERVAL="0.5",
+            HF_HUB_OFFLINE="1",
+            **self.extra_env,
+        )
+        args = [*FLUXSERVE, "worker", "--demo", "--data-dir", str(self.data_dir), "--database-url", self.database_url]
+        for model in self.models:
+            args += ["--model", model]
+        self.log_path = self.data_dir / f"worker-{secrets.token_hex(3)}.log"
+        with self.log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.logs()}")
+            if " serving " in self.logs():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not start in {timeout}s:\n{self.logs()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the worker (SIGTERM: graceful; SIGKILL: crash)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def logs(self) -> str:
+        """What the worker printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+def restart_postgres() -> None:
+    """Restart the local PostgreSQL cluster (drops every connection)."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, timeout=120)

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker's claim on a prediction lasts without a heartbeat."
     )
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, description="On shutdown, how long running predictions may take to finish."
+    )
     poll_interval: float = Field(
         default=2.0, gt=0, description="Seconds an idle worker sleeps between queue checks when not woken."
     )

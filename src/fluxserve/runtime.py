@@ -33,6 +33,7 @@ class Runtime:
     worker: Worker | None = None
     bridge: PgNotifyBridge | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _worker_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, with_worker: bool, worker_models: list[str] | None = None) -> Runtime:
@@ -58,11 +59,18 @@ class Runtime:
                 raise ValueError(f"unknown model(s) {', '.join(unknown)}; this build serves {known}")
             runtime.worker = Worker(settings, store, hub, registry, blobs, models=worker_models)
             await runtime.worker.register()
-            runtime._tasks.append(asyncio.create_task(runtime.worker.run(), name="fluxserve-worker"))
+            runtime._worker_task = asyncio.create_task(runtime.worker.run(), name="fluxserve-worker")
         return runtime
 
     async def close(self) -> None:
-        """Stop the worker and housekeeping, then the event bridge and the database."""
+        """Let running predictions finish (up to ``shutdown_grace_seconds``), then stop everything."""
+        if self.worker is not None and self._worker_task is not None:
+            self.worker.stop()
+            if self.worker.busy:
+                log.info("waiting up to %.0fs for running predictions", self.settings.shutdown_grace_seconds)
+            done, _ = await asyncio.wait({self._worker_task}, timeout=self.settings.shutdown_grace_seconds)
+            if not done:
+                self._tasks.append(self._worker_task)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

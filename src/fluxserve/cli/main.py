@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -83,6 +84,54 @@ def serve(
         proxy_headers=False,
     )
     uvicorn.Server(config).run()
+
+
+@app.command()
+def worker(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", help="A model to serve (repeat for several); default: every model.", show_default=False
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Serve tiny random FLUX pipelines built locally: images are noise.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run a worker process: claim predictions of its models from the database and run them.
+
+    Point every worker and API replica at the same PostgreSQL URL and the same blob storage.
+    """
+    settings = _settings(data_dir=data_dir, demo=True if demo else None, database_url=database_url)
+    _configure_logging(settings.log_level)
+
+    async def run() -> None:
+        from fluxserve.runtime import Runtime
+
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runtime = await Runtime.open(settings, with_worker=True, worker_models=model or None)
+        assert runtime.worker is not None
+        logging.getLogger("fluxserve").info(
+            "worker %s serving %s (database %s)",
+            runtime.worker.worker_id,
+            ", ".join(runtime.worker.models),
+            runtime.store.dialect,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await runtime.close()
+
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:

@@ -81,7 +81,16 @@ class Database:
         else:
             if parsed.drivername in ("postgresql", "postgres"):
                 parsed = parsed.set(drivername="postgresql+asyncpg")
-            self._async = create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **json_kwargs)
+            # Short timeouts: while the database is down, requests get a fast 503 instead of hanging.
+            self._async = create_async_engine(
+                parsed,
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                pool_timeout=5,
+                connect_args={"timeout": 5, "command_timeout": 30},
+                **json_kwargs,
+            )
 
     def _sqlite(self) -> Connection:
         # One Connection kept open: connecting per statement costs more than the statement.

@@ -11,11 +11,12 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fluxserve.config import Settings
-from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
+from fluxserve.events import ANY, CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
 from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
 from fluxserve.predictors.inputs import validate_input
@@ -73,6 +74,18 @@ class Worker:
             max_workers=settings.worker_concurrency, thread_name_prefix="fluxserve-predict"
         )
         self._loaded: dict[str, _Loaded] = {}
+        self._stopping = asyncio.Event()
+        self._busy = 0
+
+    def stop(self) -> None:
+        """Stop claiming new predictions; running ones finish."""
+        self._stopping.set()
+        self.hub.deliver(WORK, ANY)
+
+    @property
+    def busy(self) -> int:
+        """How many predictions this worker is running now."""
+        return self._busy
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -97,9 +110,11 @@ class Worker:
         """Run until cancelled: ``worker_concurrency`` claim loops plus the liveness heartbeat."""
         await self.recover()
         loops = [self._claim_loop() for _ in range(self.settings.worker_concurrency)]
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
-            await asyncio.gather(*loops, self._heartbeat_loop())
+            await asyncio.gather(*loops)
         finally:
+            heartbeat.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
             with contextlib.suppress(Exception):
                 await self.store.worker_gone(self.worker_id)
@@ -113,8 +128,8 @@ class Worker:
                 log.warning("worker heartbeat failed: %s", exc)
 
     async def _claim_loop(self) -> None:
-        with self.hub.subscribe(WORK) as woken:
-            while True:
+        with self.hub.subscribe(WORK, event=asyncio.Event()) as woken:
+            while not self._stopping.is_set():
                 woken.take()
                 try:
                     row = await self.store.claim(self.models, self.worker_id, self.settings.lease_seconds)
@@ -126,10 +141,13 @@ class Worker:
                         await asyncio.wait_for(woken.event.wait(), self.settings.poll_interval)
                     continue
                 self.hub.publish(PREDICTION, row.id, row)
+                self._busy += 1
                 try:
                     await self._run(row)
                 except Exception:  # the worker boundary: never let one prediction stop the loop
                     log.exception("prediction %s: worker error", row.id)
+                finally:
+                    self._busy -= 1
                 # Let whoever waits on the result (Prefer: wait) answer before we look for more work.
                 await asyncio.sleep(0)
 
@@ -224,12 +242,20 @@ class Worker:
                 if future.done():
                     return future.result()
                 logs = ctx.text()
-            cancel = await self.store.update_running(
-                row.id,
-                token,
-                lease_seconds=self.settings.lease_seconds,
-                logs=logs if logs != written_logs else None,
-            )
+            try:
+                cancel = await self.store.update_running(
+                    row.id,
+                    token,
+                    lease_seconds=self.settings.lease_seconds,
+                    logs=logs if logs != written_logs else None,
+                )
+            except Exception as exc:
+                # The database may be restarting: keep predicting and try again at the next
+                # heartbeat. If it stays away past the lease, the reaper fails the prediction.
+                log.warning("prediction %s: heartbeat failed (%s); retrying", row.id, exc)
+                last_write = loop.time()
+                next_heartbeat = last_write + min(heartbeat, 1.0)
+                continue
             last_write = loop.time()
             next_heartbeat = last_write + heartbeat
             if cancel is None:
@@ -272,16 +298,7 @@ class Worker:
         if status == Status.SUCCEEDED:
             metrics["image_count"] = count_blob_refs(output)
         logs = ctx.text()
-        ok = await self.store.finish(
-            row.id,
-            token,
-            status=status,
-            output=output,
-            logs=logs,
-            error=error,
-            metrics=metrics,
-            completed_at=completed,
-        )
+        ok = await self._write_terminal(row, token, status, output, logs, error, metrics, completed)
         if not ok:
             log.warning("prediction %s: lease lost before finishing; result dropped", row.id)
             return
@@ -297,6 +314,35 @@ class Worker:
             lease_expires_at=None,
         )
         self.hub.publish(PREDICTION, row.id, finished)
+
+    async def _write_terminal(
+        self,
+        row: PredictionRow,
+        token: str,
+        status: Status,
+        output: Any,
+        logs: str,
+        error: str | None,
+        metrics: dict[str, Any],
+        completed: datetime,
+    ) -> bool:
+        """Write the result, retrying through a database outage for as long as the lease could last."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settings.lease_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await self.store.finish(
+                    row.id, token, status=status, output=output, logs=logs, error=error, metrics=metrics,
+                    completed_at=completed,
+                )  # fmt: skip
+            except Exception as exc:
+                if loop.time() > give_up:
+                    log.error("prediction %s: could not write its result: %s", row.id, exc)
+                    return False
+                log.warning("prediction %s: writing the result failed (%s); retrying", row.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
 
 _LOST: Any = object()
