@@ -28,6 +28,19 @@ class Settings(BaseSettings):
         default=None,
         description="Database URL; default SQLite in the data dir. PostgreSQL: postgresql://user@host:5432/db",
     )
+    blob_dir: Path | None = Field(
+        default=None,
+        description="Directory for output files (default: outputs/ in the data dir); with several hosts, "
+        "a shared volume every API replica and worker mounts.",
+    )
+    s3_bucket: str | None = Field(
+        default=None, description="Store output files in this S3-compatible bucket instead of a directory."
+    )
+    s3_prefix: str = Field(default="fluxserve/outputs", description="Key prefix inside the bucket.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint for non-AWS storage (MinIO, Ceph, R2, …); credentials: AWS_* env."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region (default: from the AWS config).")
     host: str = Field(default="127.0.0.1", description="Address `fluxserve serve` binds to.")
     port: int = Field(default=5000, description="Port `fluxserve serve` listens on.")
     demo: bool = Field(
@@ -77,10 +90,9 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{self.data_dir / 'fluxserve.db'}"
 
-    @property
-    def blob_dir(self) -> Path:
-        """Directory holding output files."""
-        return self.data_dir / "outputs"
+    def resolved_blob_dir(self) -> Path:
+        """Directory holding output files (when not in S3)."""
+        return self.blob_dir or self.data_dir / "outputs"
 
     @property
     def scratch_dir(self) -> Path:

@@ -13,11 +13,26 @@ from fluxserve.pgnotify import PgNotifyBridge
 from fluxserve.reaper import maintain
 from fluxserve.registry import Registry, build_registry
 from fluxserve.service import PredictionService
+from fluxserve.storage import BlobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.store.store import Store
 from fluxserve.worker.loop import Worker
 
 log = logging.getLogger("fluxserve")
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """S3 when a bucket is configured, else a directory."""
+    if settings.s3_bucket:
+        from fluxserve.storage.s3 import S3BlobStore
+
+        return S3BlobStore(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+        )
+    return LocalBlobStore(settings.resolved_blob_dir())
 
 
 @dataclass
@@ -28,7 +43,7 @@ class Runtime:
     store: Store
     hub: EventHub
     registry: Registry
-    blobs: LocalBlobStore
+    blobs: BlobStore
     service: PredictionService
     worker: Worker | None = None
     bridge: PgNotifyBridge | None = None
@@ -44,7 +59,7 @@ class Runtime:
         await store.migrate()
         hub = EventHub()
         registry = build_registry(settings)
-        blobs = LocalBlobStore(settings.blob_dir)
+        blobs = open_blob_store(settings)
         service = PredictionService(store, registry, hub, liveness_seconds=settings.lease_seconds)
         runtime = cls(settings, store, hub, registry, blobs, service)
         if store.dialect == "postgresql":

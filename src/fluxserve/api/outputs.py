@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from fluxserve.errors import NotFound
-from fluxserve.storage.local import content_type_for
 
 router = APIRouter(tags=["outputs"])
 
 
 @router.api_route("/outputs/{prediction_id}/{filename}", methods=["GET", "HEAD"], summary="Download an output file")
-async def get_output(prediction_id: str, filename: str, request: Request) -> FileResponse:
-    """The bytes of an output file, with its image Content-Type."""
-    path = request.app.state.runtime.blobs.open_path(f"{prediction_id}/{filename}")
-    if path is None:
+async def get_output(prediction_id: str, filename: str, request: Request) -> Response:
+    """The bytes of an output file, with its image Content-Type (from a directory or S3)."""
+    blobs = request.app.state.runtime.blobs
+    # Opening may be a network call (S3): keep it off the event loop.
+    blob = await run_in_threadpool(blobs.open, f"{prediction_id}/{filename}")
+    if blob is None:
         raise NotFound(f"Output {prediction_id}/{filename} not found.")
-    return FileResponse(
-        path,
-        media_type=content_type_for(filename),
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
-    )
+    headers = {"Cache-Control": "public, max-age=31536000, immutable"}
+    if blob.path is not None:
+        return FileResponse(blob.path, media_type=blob.content_type, headers=headers)
+    assert blob.chunks is not None
+    if blob.size is not None:
+        headers["Content-Length"] = str(blob.size)
+    return StreamingResponse(blob.chunks, media_type=blob.content_type, headers=headers)

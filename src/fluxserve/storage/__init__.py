@@ -7,8 +7,10 @@ links through ``/v1``, ``/replicate/v1`` and any proxy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 BLOB_PREFIX = "fluxserve-blob:"
 
@@ -38,3 +40,25 @@ def count_blob_refs(value: Any) -> int:
     if isinstance(value, dict):
         return sum(count_blob_refs(v) for v in value.values())
     return 0
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A stored file, as a local path (served directly) or a stream of chunks (from object storage)."""
+
+    content_type: str
+    path: Path | None = None
+    chunks: Iterator[bytes] | None = None
+    size: int | None = None
+
+
+class BlobStore(Protocol):
+    """Where output files live; every API replica must be able to read what any worker wrote."""
+
+    def put(self, key: str, source: Path) -> None:
+        """Store ``source`` as ``key`` (blocking; the worker calls it off the event loop)."""
+        ...
+
+    def open(self, key: str) -> Blob | None:
+        """The blob ``key``, or None if there is none."""
+        ...

@@ -7,7 +7,9 @@ import re
 import shutil
 from pathlib import Path
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+from fluxserve.storage import Blob
+
+SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 CONTENT_TYPES = {
     ".webp": "image/webp",
@@ -33,7 +35,7 @@ class LocalBlobStore:
         root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if not _SAFE_KEY.match(key) or ".." in key.split("/"):
+        if not SAFE_KEY.match(key) or ".." in key.split("/"):
             raise ValueError(f"unsafe blob key {key!r}")
         return self.root / key
 
@@ -46,10 +48,10 @@ class LocalBlobStore:
         os.replace(staging, target)
         source.unlink(missing_ok=True)
 
-    def open_path(self, key: str) -> Path | None:
+    def open(self, key: str) -> Blob | None:
         """The file holding ``key``, or None if there is none (or the key is malformed)."""
         try:
             path = self._path(key)
         except ValueError:
             return None
-        return path if path.is_file() else None
+        return Blob(content_type_for(key), path=path) if path.is_file() else None

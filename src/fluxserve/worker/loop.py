@@ -22,8 +22,7 @@ from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnav
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import utcnow
-from fluxserve.storage import blob_ref, count_blob_refs
-from fluxserve.storage.local import LocalBlobStore
+from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
 from fluxserve.worker.context import RunContext
@@ -59,7 +58,7 @@ class Worker:
         store: Store,
         hub: EventHub,
         registry: Registry,
-        blobs: LocalBlobStore,
+        blobs: BlobStore,
         *,
         models: list[str] | None = None,
     ) -> None:
@@ -191,7 +190,11 @@ class Worker:
                 result = await self._supervise(row, token, future, ctx, wake, cancel_asked)
             if result is _LOST:
                 return
-            output = self._store_outputs(row.id, result)
+            if _has_files(result):
+                # Uploads block (a copy, or a PUT to S3): keep them off the event loop.
+                output = await loop.run_in_executor(None, self._store_outputs, row.id, result)
+            else:
+                output = result
             status = Status.SUCCEEDED
         except PredictionCanceled:
             status = Status.CANCELED
@@ -343,6 +346,16 @@ class Worker:
                 log.warning("prediction %s: writing the result failed (%s); retrying", row.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _has_files(value: Any) -> bool:
+    if isinstance(value, Path):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_has_files(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_files(v) for v in value.values())
+    return False
 
 
 _LOST: Any = object()
