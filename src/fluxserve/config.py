@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         default=None,
         description="Fixed external base URL (e.g. https://img.example.com); overrides the request's host.",
     )
+    allow_loopback_urls: bool = Field(
+        default=False,
+        description="Let webhooks and image URLs reach loopback addresses (tests and local development only).",
+    )
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker's claim on a prediction lasts without a heartbeat."
     )
@@ -89,6 +93,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'fluxserve.db'}"
+
+    def default_api_base(self) -> str:
+        """The API base used in webhook bodies of predictions whose creating request is unknown."""
+        origin = self.public_url.rstrip("/") if self.public_url else f"http://{self.host}:{self.port}"
+        return origin + "/v1"
 
     def resolved_blob_dir(self) -> Path:
         """Directory holding output files (when not in S3)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fluxserve.config import Settings
 from fluxserve.events import EventHub
+from fluxserve.netguard import NetPolicy
 from fluxserve.pgnotify import PgNotifyBridge
 from fluxserve.reaper import maintain
 from fluxserve.registry import Registry, build_registry
@@ -16,6 +17,7 @@ from fluxserve.service import PredictionService
 from fluxserve.storage import BlobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.store.store import Store
+from fluxserve.webhooks import WebhookSender, terminal_delivery
 from fluxserve.worker.loop import Worker
 
 log = logging.getLogger("fluxserve")
@@ -45,6 +47,7 @@ class Runtime:
     registry: Registry
     blobs: BlobStore
     service: PredictionService
+    webhooks: WebhookSender
     worker: Worker | None = None
     bridge: PgNotifyBridge | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -61,18 +64,23 @@ class Runtime:
         registry = build_registry(settings)
         blobs = open_blob_store(settings)
         service = PredictionService(store, registry, hub, liveness_seconds=settings.lease_seconds)
-        runtime = cls(settings, store, hub, registry, blobs, service)
+        store.on_terminal = terminal_delivery(settings.default_api_base())
+        webhooks = WebhookSender(
+            store, NetPolicy(allow_loopback=settings.allow_loopback_urls), settings.default_api_base()
+        )
+        runtime = cls(settings, store, hub, registry, blobs, service, webhooks)
         if store.dialect == "postgresql":
             runtime.bridge = PgNotifyBridge(settings.resolved_database_url(), hub)
             await runtime.bridge.start()
         runtime._tasks.append(asyncio.create_task(maintain(store, hub, settings), name="fluxserve-reaper"))
+        runtime._tasks.append(asyncio.create_task(webhooks.run(), name="fluxserve-webhooks"))
         if with_worker:
             unknown = [m for m in worker_models or [] if registry.get(m) is None]
             if unknown:
                 await runtime.close()
                 known = ", ".join(spec.ref for spec in registry)
                 raise ValueError(f"unknown model(s) {', '.join(unknown)}; this build serves {known}")
-            runtime.worker = Worker(settings, store, hub, registry, blobs, models=worker_models)
+            runtime.worker = Worker(settings, store, hub, registry, blobs, webhooks, models=worker_models)
             await runtime.worker.register()
             runtime._worker_task = asyncio.create_task(runtime.worker.run(), name="fluxserve-worker")
         return runtime
@@ -91,6 +99,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.webhooks.close()
         if self.bridge is not None:
             await self.bridge.stop()
         await self.store.close()

@@ -147,6 +147,7 @@ class PredictionService:
         *,
         source: str = "api",
         wait: float | None = None,
+        api_base: str | None = None,
     ) -> PredictionRow:
         """Validate the input, store the prediction as ``starting`` and wake the workers.
 
@@ -180,6 +181,7 @@ class PredictionService:
             source=source,
             webhook=request.webhook,
             webhook_events_filter=list(request.webhook_events_filter) if request.webhook_events_filter else None,
+            api_base=api_base,
         )
         if wait is None:
             await self.store.insert_prediction(row)

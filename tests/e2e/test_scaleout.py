@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import _require_postgres, make_server
 from tests.support import Server, WorkerProcess, create_pg_database, drop_pg_database, restart_postgres, wait_for
+from tests.webhook_receiver import WebhookReceiver
 
 NOOP = "fluxserve-fixtures/noop"
 SLOW = "fluxserve-fixtures/slow-steps"
@@ -36,14 +37,18 @@ class Cluster:
     key: str = ""
 
     def api(self) -> Server:
-        env = {"FLUXSERVE_WORKER": "false", "FLUXSERVE_LEASE_SECONDS": LEASE}
+        env = {"FLUXSERVE_WORKER": "false", "FLUXSERVE_LEASE_SECONDS": LEASE, "FLUXSERVE_ALLOW_LOOPBACK_URLS": "true"}
         server = make_server(self.root, self.tiny_weights, self.database_url, extra_env=env, key=self.key or None)
         self.key = server.key
         self.apis.append(server.start())
         return server
 
     def worker(self, *models: str) -> WorkerProcess:
-        env = {"FLUXSERVE_LEASE_SECONDS": LEASE, "FLUXSERVE_SHUTDOWN_GRACE_SECONDS": "5"}
+        env = {
+            "FLUXSERVE_LEASE_SECONDS": LEASE,
+            "FLUXSERVE_SHUTDOWN_GRACE_SECONDS": "5",
+            "FLUXSERVE_ALLOW_LOOPBACK_URLS": "true",
+        }
         process = WorkerProcess(self.root, self.database_url, list(models), extra_env=env).start()
         self.workers.append(process)
         return process
@@ -88,12 +93,14 @@ def test_created_on_one_replica_waited_and_cancelled_on_another(cluster: Cluster
         assert canceled["status"] in ("processing", "canceled")
 
 
-def test_killed_worker_gives_exactly_one_terminal_state(cluster: Cluster) -> None:
-    api = cluster.api()
+def test_killed_worker_gives_exactly_one_terminal_state_and_webhook(cluster: Cluster) -> None:
+    receiver = WebhookReceiver().start()
+    api, _other_replica = cluster.api(), cluster.api()  # two reapers race for the same row
     victim = cluster.worker(SLOW)
     with api.client() as client:
         running = client.post(
-            f"/models/{SLOW}/predictions", json={"input": {"steps": 400, "step_seconds": 0.05}}
+            f"/models/{SLOW}/predictions",
+            json={"input": {"steps": 400, "step_seconds": 0.05}, "webhook": receiver.url},
         ).json()
         wait_for(client, running["id"], until=lambda p: p["status"] == "processing")
         victim.stop(signal.SIGKILL)
@@ -106,6 +113,11 @@ def test_killed_worker_gives_exactly_one_terminal_state(cluster: Cluster) -> Non
         assert client.get(f"/predictions/{running['id']}").json() == failed
         after = client.post(f"/models/{SLOW}/predictions", json={"input": {"steps": 2, "step_seconds": 0.01}})
         assert wait_for(client, after.json()["id"])["status"] == "succeeded"
+    receiver.wait_for(lambda r: len(receiver.completed()) >= 1)
+    time.sleep(1.5)
+    receiver.stop()
+    completed = receiver.completed()
+    assert len(completed) == 1 and completed[0].json["status"] == "failed"
 
 
 def test_long_job_is_not_stolen_while_it_heartbeats(cluster: Cluster) -> None:

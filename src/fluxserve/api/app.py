@@ -10,13 +10,13 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from fluxserve import __version__
-from fluxserve.api import models, outputs, predictions, problems
+from fluxserve.api import models, outputs, predictions, problems, webhooks
 from fluxserve.api.auth import KeyCache
 from fluxserve.config import Settings
 from fluxserve.runtime import Runtime
+from fluxserve.wire import API_PREFIXES
 
 log = logging.getLogger("fluxserve")
-API_PREFIXES = ("/v1", "/replicate/v1")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     for prefix in API_PREFIXES:
-        for router in (predictions.router, models.router, outputs.router):
+        for router in (predictions.router, models.router, outputs.router, webhooks.router):
             app.include_router(router, prefix=prefix)
 
     @app.get("/health", include_in_schema=False)

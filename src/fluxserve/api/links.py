@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fastapi import Request
 
 from fluxserve.config import Settings
+from fluxserve.wire import Links
 
-
-@dataclass(frozen=True)
-class Links:
-    """URL builder for one request. ``origin`` has no trailing slash; ``api`` ends in ``/v1``."""
-
-    origin: str
-    api: str
-
-    def prediction(self, prediction_id: str) -> str:
-        """``urls.get``."""
-        return f"{self.api}/predictions/{prediction_id}"
-
-    def prediction_urls(self, prediction_id: str) -> dict[str, str]:
-        """The four ``urls`` of a prediction."""
-        get = self.prediction(prediction_id)
-        return {
-            "get": get,
-            "cancel": f"{get}/cancel",
-            "stream": f"{get}/stream",
-            "web": f"{self.origin}/p/{prediction_id}",
-        }
-
-    def output(self, key: str) -> str:
-        """Where the output blob ``key`` is served."""
-        return f"{self.api}/outputs/{key}"
+__all__ = ["Links", "links_for"]
 
 
 def _api_prefix(request: Request) -> str:

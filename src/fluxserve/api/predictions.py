@@ -52,9 +52,10 @@ async def _create(c: Call, spec: ModelSpec, version: str, body: PredictionReques
     lk = c.links
     wait = parse_prefer_wait(prefer)
     if wait is None:
-        return json_response(render_prediction(await c.svc.create(c.key, spec, version, body), lk), 201)
+        row = await c.svc.create(c.key, spec, version, body, api_base=lk.api)
+        return json_response(render_prediction(row, lk), 201)
     seconds, applied = wait
-    row = await c.svc.create(c.key, spec, version, body, wait=seconds)
+    row = await c.svc.create(c.key, spec, version, body, wait=seconds, api_base=lk.api)
     headers = {"Preference-Applied": applied}
     if row.status.is_terminal:
         return json_response(render_prediction(row, lk), 201, headers)

@@ -18,6 +18,7 @@ class KeyRow:
     token_hash: str
     created_at: datetime
     revoked_at: datetime | None = None
+    webhook_secret: str | None = None
 
 
 @dataclass
@@ -47,6 +48,7 @@ class PredictionRow:
     lease_expires_at: datetime | None = None
     worker_id: str | None = None
     attempts: int = 0
+    api_base: str | None = None
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> PredictionRow:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,10 +20,15 @@ from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
 from fluxserve.store.db import Database
 from fluxserve.store.rows import KeyRow, PredictionRow
-from fluxserve.store.tables import api_keys, predictions, workers
+from fluxserve.store.tables import api_keys, predictions, webhook_deliveries, workers
 
 _P = predictions.c
 _UNSET: Any = object()
+_D = webhook_deliveries.c
+
+#: Called, inside the transaction, for every prediction that reaches a terminal state; a returned
+#: dict is inserted into the webhook outbox (so the terminal webhook is as durable as the status).
+TerminalHook = Callable[[PredictionRow], dict[str, Any] | None]
 
 _GET = select(predictions).where(_P.id == bindparam("pid"))
 _GET_OWNED = _GET.where(_P.key_id == bindparam("kid"))
@@ -56,6 +61,7 @@ _FINISH = (
         lease_token=None,
         lease_expires_at=None,
     )
+    .returning(*predictions.c)
 )
 
 
@@ -81,11 +87,23 @@ def _q_insert(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(_INSERT, values)
 
 
-def _q_request_cancel(conn: Connection, pid: str, kid: str) -> PredictionRow | None:
+def _q_request_cancel(conn: Connection, pid: str, kid: str, on_terminal: TerminalHook | None) -> PredictionRow | None:
     params = {"pid": pid, "kid": kid, "now": utcnow()}
-    conn.execute(_CANCEL_QUEUED, params)
+    canceled_queued = conn.execute(_CANCEL_QUEUED, params).rowcount
     conn.execute(_CANCEL_RUNNING, params)
-    return _q_get(conn, pid, kid)
+    row = _q_get(conn, pid, kid)
+    if canceled_queued and row is not None:
+        _q_outbox(conn, on_terminal, [row])
+    return row
+
+
+def _q_outbox(conn: Connection, on_terminal: TerminalHook | None, rows: list[PredictionRow]) -> None:
+    if on_terminal is None:
+        return
+    for row in rows:
+        delivery = on_terminal(row)
+        if delivery is not None:
+            conn.execute(webhook_deliveries.insert(), delivery)
 
 
 @functools.lru_cache(maxsize=64)
@@ -131,6 +149,7 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.on_terminal: TerminalHook | None = None
 
     @classmethod
     def connect(cls, url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
@@ -246,7 +265,7 @@ class Store:
         Returns the row as it is afterwards, or None if the key has no such prediction. A terminal
         prediction is returned unchanged.
         """
-        return await self.db.write(_q_request_cancel, prediction_id, key_id)
+        return await self.db.write(_q_request_cancel, prediction_id, key_id, self.on_terminal)
 
     # --- predictions: worker side ---------------------------------------------------------------------
 
@@ -321,7 +340,15 @@ class Store:
             "new_metrics": metrics,
             "completed": completed_at,
         }
-        return await self.db.write(lambda conn: bool(conn.execute(_FINISH, params).rowcount))
+
+        def query(conn: Connection) -> bool:
+            row = _prediction(conn.execute(_FINISH, params).mappings().first())
+            if row is None:
+                return False
+            _q_outbox(conn, self.on_terminal, [row])
+            return True
+
+        return await self.db.write(query)
 
     async def fail_processing(self, error: str, *, expired_before: datetime | None = None) -> list[str]:
         """Fail ``processing`` predictions whose worker is gone; return their ids.
@@ -342,9 +369,15 @@ class Store:
                 lease_token=None,
                 lease_expires_at=None,
             )
-            .returning(_P.id)
+            .returning(*predictions.c)
         )
-        return await self.db.write(lambda conn: [r[0] for r in conn.execute(stmt).all()])
+
+        def query(conn: Connection) -> list[str]:
+            rows = [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
+            _q_outbox(conn, self.on_terminal, rows)
+            return [r.id for r in rows]
+
+        return await self.db.write(query)
 
     # --- workers ----------------------------------------------------------------------------------
 
@@ -388,3 +421,64 @@ class Store:
             select(func.count()).select_from(predictions).where(_P.model == model, _P.status == Status.STARTING.value)
         )
         return await self.db.read(lambda conn: int(conn.execute(stmt).scalar_one()))
+
+    # --- webhooks ---------------------------------------------------------------------------------
+
+    async def webhook_secret(self, key_id: str, candidate: str) -> str:
+        """The key's webhook signing secret; ``candidate`` becomes it if the key has none yet."""
+
+        def query(conn: Connection) -> str:
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.webhook_secret.is_(None))
+                .values(webhook_secret=candidate)
+            )
+            return str(conn.execute(select(api_keys.c.webhook_secret).where(api_keys.c.id == key_id)).scalar_one())
+
+        return await self.db.write(query)
+
+    async def claim_deliveries(self, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+        """Due ``pending`` outbox rows, leased to this process (pushed ``lease_seconds`` into the future)."""
+        now = utcnow()
+        due = (
+            select(_D.id)
+            .where(_D.state == "pending", _D.next_attempt_at <= now)
+            .order_by(_D.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(webhook_deliveries)
+            .where(_D.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
+            .returning(*webhook_deliveries.c)
+        )
+        return await self.db.write(lambda conn: [dict(r) for r in conn.execute(stmt).mappings().all()])
+
+    async def delivery_done(self, delivery_id: str, attempts: int) -> None:
+        """Mark a delivery delivered."""
+        stmt = update(webhook_deliveries).where(_D.id == delivery_id).values(state="delivered", attempts=attempts)
+        await self.db.write(lambda conn: conn.execute(stmt))
+
+    async def delivery_retry(self, delivery_id: str, attempts: int, at: datetime, error: str) -> None:
+        """Schedule the next attempt of a delivery."""
+        stmt = (
+            update(webhook_deliveries)
+            .where(_D.id == delivery_id)
+            .values(attempts=attempts, next_attempt_at=at, last_error=error[:500])
+        )
+        await self.db.write(lambda conn: conn.execute(stmt))
+
+    async def delivery_failed(self, delivery_id: str, attempts: int, error: str) -> None:
+        """Give up on a delivery."""
+        stmt = (
+            update(webhook_deliveries)
+            .where(_D.id == delivery_id)
+            .values(state="failed", attempts=attempts, last_error=error[:500])
+        )
+        await self.db.write(lambda conn: conn.execute(stmt))
+
+    async def deliveries_for(self, prediction_id: str) -> list[dict[str, Any]]:
+        """The outbox rows of a prediction (for tests and operators)."""
+        stmt = select(webhook_deliveries).where(_D.prediction_id == prediction_id)
+        return await self.db.read(lambda conn: [dict(r) for r in conn.execute(stmt).mappings().all()])

@@ -54,6 +54,8 @@ api_keys = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    # Standard Webhooks signing secret ("whsec_<base64>"), made on first use.
+    Column("webhook_secret", String(100), nullable=True),
 )
 
 predictions = Table(
@@ -83,6 +85,9 @@ predictions = Table(
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Column("worker_id", String(64), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    # The API base the creating request used (e.g. https://h/replicate/v1): webhook bodies carry
+    # the same URLs that client saw.
+    Column("api_base", Text, nullable=True),
     Index("ix_predictions_queue", "status", "model", "created_at"),
     Index("ix_predictions_key_created", "key_id", "created_at", "id"),
 )
@@ -96,4 +101,21 @@ workers = Table(
     Column("started_at", UTCDateTime(), nullable=False),
     # Renewed every few seconds; a worker not seen for a lease period counts as gone.
     Column("last_seen_at", UTCDateTime(), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    # The Standard Webhooks message id ("msg_…"): the same on every retry.
+    Column("id", String(40), primary_key=True),
+    Column("prediction_id", String(32), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(12), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
 )

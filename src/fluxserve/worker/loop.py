@@ -25,6 +25,7 @@ from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
+from fluxserve.webhooks import WebhookSender
 from fluxserve.worker.context import RunContext
 
 log = logging.getLogger("fluxserve.worker")
@@ -59,6 +60,7 @@ class Worker:
         hub: EventHub,
         registry: Registry,
         blobs: BlobStore,
+        webhooks: WebhookSender | None = None,
         *,
         models: list[str] | None = None,
     ) -> None:
@@ -67,6 +69,7 @@ class Worker:
         self.hub = hub
         self.registry = registry
         self.blobs = blobs
+        self.webhooks = webhooks
         self.models = models if models is not None else [spec.ref for spec in registry]
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._executor = ThreadPoolExecutor(
@@ -140,6 +143,8 @@ class Worker:
                         await asyncio.wait_for(woken.event.wait(), self.settings.poll_interval)
                     continue
                 self.hub.publish(PREDICTION, row.id, row)
+                if self.webhooks is not None:
+                    self.webhooks.event(row, "start")
                 self._busy += 1
                 try:
                     await self._run(row)
@@ -270,6 +275,8 @@ class Worker:
             if logs != written_logs:
                 written_logs = logs
                 self.hub.publish(PREDICTION, row.id)
+                if self.webhooks is not None:
+                    self.webhooks.event(replace(row, logs=logs), "logs")
 
     def _store_outputs(self, prediction_id: str, result: Any) -> Any:
         """Move every file the predictor returned into blob storage; replace Paths by blob refs."""
@@ -317,6 +324,12 @@ class Worker:
             lease_expires_at=None,
         )
         self.hub.publish(PREDICTION, row.id, finished)
+        if self.webhooks is not None:
+            if output is not None:
+                self.webhooks.event(finished, "output")
+            self.webhooks.forget(row.id)
+            # The terminal webhook is already in the outbox (same transaction); send it now.
+            self.webhooks.wake.set()
 
     async def _write_terminal(
         self,

@@ -1,0 +1,23 @@
+"""``GET /webhooks/default/secret``: the key's Standard Webhooks signing secret."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from fluxserve.api.deps import CallDep
+from fluxserve.webhooks import new_secret
+
+router = APIRouter(tags=["webhooks"])
+
+
+class WebhookSecret(BaseModel):
+    """The signing secret, ``whsec_<base64>``."""
+
+    key: str
+
+
+@router.get("/webhooks/default/secret", response_model=WebhookSecret, summary="The webhook signing secret")
+async def default_secret(c: CallDep) -> WebhookSecret:
+    """Verify webhook requests with this secret (Standard Webhooks; ``replicate.webhooks.validate``)."""
+    return WebhookSecret(key=await c.svc.store.webhook_secret(c.key.id, new_secret()))

@@ -1,0 +1,116 @@
+"""Outgoing HTTP to user-supplied URLs (webhooks, image inputs), guarded against SSRF.
+
+Only ``http``/``https``. The host is resolved once and *every* address it resolves to must be
+global (not loopback, private, link-local, CGNAT, multicast, reserved or a cloud metadata address;
+IPv4-mapped IPv6 is unwrapped first); the connection then goes to the vetted address, so a DNS
+answer cannot change between the check and the connect (rebinding). Redirects are never followed,
+so each hop would have to pass the same check. An operator setting allows loopback, for tests and
+local development only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+
+class UnsafeURL(Exception):
+    """The URL may not be fetched: wrong scheme, or it resolves to a non-public address."""
+
+
+@dataclass(frozen=True)
+class NetPolicy:
+    """What outgoing requests may reach."""
+
+    allow_loopback: bool = False
+
+
+def check_address(address: str, policy: NetPolicy) -> None:
+    """Raise :class:`UnsafeURL` unless ``address`` (an IP literal) may be contacted."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback and policy.allow_loopback:
+        return
+    if not ip.is_global or ip.is_multicast:
+        raise UnsafeURL(f"{address} is not a public address")
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`UnsafeURL` for anything but an absolute http(s) URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeURL(f"only http and https URLs are allowed, not {url[:80]!r}")
+
+
+def _unique(addresses: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for address in addresses:
+        seen.setdefault(address, None)
+    return list(seen)
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore network backend that vets every resolved address and connects to the vetted one."""
+
+    def __init__(self, policy: NetPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Resolve ``host``, refuse unless every address is allowed, connect to the first."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout or 10)
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = _unique(str(info[4][0]) for info in infos)
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} resolves to no address")
+        for address in addresses:
+            check_address(address, self._policy)
+        return await self._inner.connect_tcp(
+            addresses[0], port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Never: user URLs do not reach local sockets."""
+        raise UnsafeURL("unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep (part of the backend interface)."""
+        await self._inner.sleep(seconds)
+
+
+def guarded_client(policy: NetPolicy, *, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """An httpx client whose every connection goes through :class:`GuardedBackend`; no redirects."""
+    transport = httpx.AsyncHTTPTransport(retries=0)
+    # httpx does not take a network backend; swap the connection pool for one that uses ours
+    # (TLS still verifies the certificate of the URL's host name, not of the IP).
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        network_backend=GuardedBackend(policy),
+        max_connections=50,
+        keepalive_expiry=5.0,
+    )
+    return httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=timeout, trust_env=False)
