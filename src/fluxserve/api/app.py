@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 
 from fluxserve import __version__
-from fluxserve.api import models, outputs, predictions, problems, webhooks
+from fluxserve.api import models, outputs, pages, predictions, problems, stream, webhooks
 from fluxserve.api.auth import KeyCache
 from fluxserve.config import Settings
 from fluxserve.runtime import Runtime
@@ -51,6 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
     for prefix in API_PREFIXES:
         for router in (predictions.router, models.router, outputs.router, webhooks.router):
             app.include_router(router, prefix=prefix)
+        app.include_router(stream.router, prefix=prefix)
+    app.include_router(pages.router)
+    app.state.templates = pages.templates()
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from fluxserve.cli.predictions import predictions_app
+from fluxserve.cli.run import run
 from fluxserve.config import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ T = TypeVar("T")
 app = typer.Typer(help="fluxserve: self-hosted FLUX predictions behind the Replicate HTTP API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.command("run")(run)
+app.add_typer(predictions_app, name="predictions")
 
 DataDir = Annotated[
     Path | None,

@@ -1,0 +1,327 @@
+"use strict";
+// The playground: a form generated from the chosen model's Cog input schema, a run button, the
+// prediction's live view (the same server-rendered view as /p/{id}), and the key's recent
+// predictions. Everything goes through the public API with the key the user pasted.
+(function () {
+  const root = document.querySelector(".playground");
+  if (!root) return;
+  const api = root.dataset.api;
+  const pages = root.dataset.pages;
+  const part = (role) => root.querySelector(`[data-role="${role}"]`);
+  const watch = window.fluxserve;
+  let models = [];
+  let current = null; // { model, fields: [{name, kind, schema, element}] }
+
+  function headers() {
+    return { Authorization: "Bearer " + watch.getKey(), "Content-Type": "application/json" };
+  }
+
+  async function apiGet(path) {
+    const response = await fetch(api + path, { headers: headers(), cache: "no-store" });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+    return body;
+  }
+
+  // --- the key ----------------------------------------------------------------------------------
+
+  function showKeyState(text) {
+    part("key-status").textContent = text;
+    part("forget").classList.toggle("hidden", !watch.getKey());
+  }
+
+  part("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = part("key").value.trim();
+    if (!key) return;
+    watch.setKey(key);
+    part("key").value = "";
+    loadModels();
+  });
+
+  part("forget").addEventListener("click", () => {
+    watch.setKey("");
+    models = [];
+    const select = part("model");
+    select.replaceChildren(new Option("Paste an API key first"));
+    select.disabled = true;
+    part("run").disabled = true;
+    part("fields").replaceChildren();
+    part("gallery").replaceChildren();
+    showKeyState("Key forgotten.");
+  });
+
+  // --- models and their forms -----------------------------------------------------------------
+
+  async function loadModels() {
+    if (!watch.getKey()) {
+      showKeyState("Paste an API key to start. It stays in this browser (localStorage).");
+      return;
+    }
+    try {
+      models = (await apiGet("/models")).results;
+    } catch (error) {
+      showKeyState(`The server refused the key: ${error.message}`);
+      return;
+    }
+    showKeyState("Using the key saved in this browser.");
+    const select = part("model");
+    select.replaceChildren(...models.map((m) => new Option(`${m.owner}/${m.name}`, `${m.owner}/${m.name}`)));
+    select.disabled = false;
+    const wanted = new URLSearchParams(location.search).get("model");
+    if (wanted && models.some((m) => `${m.owner}/${m.name}` === wanted)) select.value = wanted;
+    buildForm();
+    loadGallery();
+  }
+
+  part("model").addEventListener("change", buildForm);
+
+  function resolve(schema, components) {
+    // Cog publishes enums as separate schemas referenced through allOf.
+    const ref = schema.allOf && schema.allOf[0] && schema.allOf[0].$ref;
+    if (!ref) return schema;
+    const target = components[ref.split("/").pop()] || {};
+    return { ...target, ...schema, allOf: undefined, title: schema.title || target.title };
+  }
+
+  function fieldKind(schema) {
+    if (schema.enum) return "enum";
+    if (schema.type === "boolean") return "boolean";
+    if (schema.type === "integer" || schema.type === "number") {
+      return schema.minimum !== undefined && schema.maximum !== undefined ? "slider" : "number";
+    }
+    if (schema.format === "uri") return "file";
+    return "string";
+  }
+
+  function control(name, schema, kind, required) {
+    const id = "input-" + name;
+    if (kind === "enum") {
+      const select = document.createElement("select");
+      select.id = id;
+      for (const value of schema.enum) select.append(new Option(String(value), String(value)));
+      if (schema.default !== undefined) select.value = String(schema.default);
+      return { element: select, input: select };
+    }
+    if (kind === "boolean") {
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.id = id;
+      box.checked = schema.default === true;
+      return { element: box, input: box };
+    }
+    if (kind === "slider") {
+      const wrap = document.createElement("div");
+      wrap.className = "slider";
+      const range = document.createElement("input");
+      range.type = "range";
+      range.id = id;
+      range.min = schema.minimum;
+      range.max = schema.maximum;
+      range.step = schema.type === "integer" ? 1 : (schema.maximum - schema.minimum) / 100 || "any";
+      range.value = schema.default !== undefined ? schema.default : schema.minimum;
+      const readout = document.createElement("output");
+      readout.htmlFor = id;
+      readout.textContent = range.value;
+      range.addEventListener("input", () => (readout.textContent = range.value));
+      wrap.append(range, readout);
+      return { element: wrap, input: range };
+    }
+    if (kind === "number") {
+      const number = document.createElement("input");
+      number.type = "number";
+      number.id = id;
+      number.step = schema.type === "integer" ? 1 : "any";
+      if (schema.default !== undefined && schema.default !== null) number.value = schema.default;
+      number.placeholder = schema.type === "integer" ? "random / default" : "";
+      return { element: number, input: number };
+    }
+    if (kind === "file") {
+      // No Files API yet: the file travels inline as a data: URI.
+      const wrap = document.createElement("div");
+      const file = document.createElement("input");
+      file.type = "file";
+      file.id = id;
+      file.accept = "image/*";
+      const preview = document.createElement("img");
+      preview.className = "preview hidden";
+      preview.alt = "";
+      file.addEventListener("change", () => {
+        file.dataset.uri = "";
+        preview.classList.add("hidden");
+        const chosen = file.files && file.files[0];
+        if (!chosen) return;
+        const reader = new FileReader();
+        reader.onload = () => {
+          file.dataset.uri = reader.result;
+          preview.src = reader.result;
+          preview.classList.remove("hidden");
+        };
+        reader.readAsDataURL(chosen);
+      });
+      wrap.append(file, preview);
+      return { element: wrap, input: file };
+    }
+    const text = document.createElement(name === "prompt" ? "textarea" : "input");
+    if (name !== "prompt") text.type = "text";
+    text.id = id;
+    if (schema.default !== undefined && schema.default !== null) text.value = schema.default;
+    if (required) text.required = true;
+    return { element: text, input: text };
+  }
+
+  function buildForm() {
+    const ref = part("model").value;
+    const model = models.find((m) => `${m.owner}/${m.name}` === ref);
+    const container = part("fields");
+    container.replaceChildren();
+    part("run-error").classList.add("hidden");
+    if (!model || !model.latest_version) {
+      part("run").disabled = true;
+      return;
+    }
+    part("model-description").textContent = model.description || "";
+    const components = model.latest_version.openapi_schema.components.schemas;
+    const input = components.Input || { properties: {} };
+    const required = new Set(input.required || []);
+    const names = Object.keys(input.properties).sort(
+      (a, b) => (input.properties[a]["x-order"] ?? 0) - (input.properties[b]["x-order"] ?? 0)
+    );
+    const fields = [];
+    for (const name of names) {
+      const schema = resolve(input.properties[name], components);
+      const kind = fieldKind(schema);
+      const { element, input: inputElement } = control(name, schema, kind, required.has(name));
+      const field = document.createElement("div");
+      field.className = "field" + (kind === "boolean" ? " checkbox" : "");
+      field.dataset.field = name;
+      const label = document.createElement("label");
+      label.htmlFor = inputElement.id;
+      if (kind === "boolean") label.append(element);
+      label.append(schema.title || name);
+      if (required.has(name)) {
+        const star = document.createElement("span");
+        star.className = "required";
+        star.textContent = "*";
+        label.append(star);
+      }
+      field.append(label);
+      if (kind !== "boolean") field.append(element);
+      if (schema.description) {
+        const help = document.createElement("p");
+        help.className = "hint";
+        help.textContent = schema.description;
+        field.append(help);
+      }
+      container.append(field);
+      fields.push({ name, kind, schema, input: inputElement });
+    }
+    current = { ref, fields };
+    part("run").disabled = false;
+  }
+
+  function collect() {
+    const values = {};
+    for (const { name, kind, schema, input } of current.fields) {
+      if (kind === "boolean") values[name] = input.checked;
+      else if (kind === "file") {
+        if (input.dataset.uri) values[name] = input.dataset.uri;
+      } else if (input.value === "") continue;
+      else if (schema.type === "integer") values[name] = parseInt(input.value, 10);
+      else if (schema.type === "number") values[name] = parseFloat(input.value);
+      else values[name] = input.value;
+    }
+    return values;
+  }
+
+  part("run-form").addEventListener("reset", () => setTimeout(buildForm, 0));
+
+  part("run-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!current) return;
+    const errorBox = part("run-error");
+    errorBox.classList.add("hidden");
+    part("run").disabled = true;
+    try {
+      const response = await fetch(`${api}/models/${current.ref}/predictions`, {
+        method: "POST",
+        headers: headers(),
+        body: JSON.stringify({ input: collect() }),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+      await show(body.id);
+      loadGallery();
+    } catch (error) {
+      errorBox.textContent = error.message;
+      errorBox.classList.remove("hidden");
+    } finally {
+      part("run").disabled = false;
+    }
+  });
+
+  // --- the prediction view and the gallery ----------------------------------------------------
+
+  async function show(id) {
+    const response = await fetch(`${pages}${encodeURIComponent(id)}/fragment`, { cache: "no-store" });
+    if (!response.ok) throw new Error(`Could not load prediction ${id} (HTTP ${response.status})`);
+    const template = document.createElement("template");
+    template.innerHTML = (await response.text()).trim();
+    const view = template.content.firstElementChild;
+    part("result").replaceChildren(view);
+    watch.mount(view);
+  }
+
+  part("result").addEventListener("fluxserve:done", () => loadGallery());
+  part("refresh").addEventListener("click", () => loadGallery());
+
+  async function loadGallery() {
+    if (!watch.getKey()) return;
+    let page;
+    try {
+      page = await apiGet("/predictions");
+    } catch (error) {
+      return;
+    }
+    const tiles = page.results.slice(0, 24).map((p) => {
+      const tile = document.createElement("a");
+      tile.className = "tile";
+      tile.href = p.urls.web;
+      tile.dataset.prediction = p.id;
+      const thumb = document.createElement("div");
+      thumb.className = "thumb";
+      const outputs = Array.isArray(p.output) ? p.output : p.output == null ? [] : [p.output];
+      const image = outputs.find(watch.isImage);
+      if (image) {
+        const img = document.createElement("img");
+        img.src = image;
+        img.alt = "";
+        img.loading = "lazy";
+        thumb.append(img);
+      } else {
+        thumb.textContent = p.status === "succeeded" ? "no image" : p.status;
+      }
+      const meta = document.createElement("div");
+      meta.className = "meta";
+      const title = document.createElement("div");
+      title.className = "title";
+      title.textContent = (p.input && typeof p.input.prompt === "string" && p.input.prompt) || p.model;
+      title.title = title.textContent;
+      const badge = document.createElement("span");
+      badge.className = "status status-" + p.status;
+      badge.textContent = p.status;
+      meta.append(title, badge);
+      tile.append(thumb, meta);
+      tile.addEventListener("click", (event) => {
+        // A plain click shows the prediction here; a modified click opens its page as usual.
+        if (event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+        event.preventDefault();
+        show(p.id).catch(() => (location.href = p.urls.web));
+      });
+      return tile;
+    });
+    part("gallery").replaceChildren(...tiles);
+  }
+
+  loadModels();
+})();

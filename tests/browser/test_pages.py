@@ -1,0 +1,99 @@
+"""The playground and a prediction's page, in a real browser against a real server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support import Server, wait_for
+
+
+def no_sideways_scroll(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+def test_playground_runs_flux_schnell_and_shows_the_image(server: Server, desktop: Any) -> None:
+    page = desktop
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server.base}/")
+    page.fill("[data-role=key]", server.key)
+    page.click("text=Use key")
+    page.wait_for_selector("[data-role=model] option[value='black-forest-labs/flux-schnell']", state="attached")
+    page.select_option("[data-role=model]", "black-forest-labs/flux-schnell")
+    # The form follows the schema: enums are selects, bounded numbers sliders, booleans checkboxes.
+    assert page.locator("select#input-aspect_ratio option").count() == 11
+    assert page.get_attribute("input#input-num_outputs", "type") == "range"
+    assert page.get_attribute("input#input-num_outputs", "max") == "4"
+    assert page.get_attribute("input#input-go_fast", "type") == "checkbox"
+    assert page.get_attribute("input#input-seed", "type") == "number"
+    page.fill("textarea#input-prompt", "a paper boat on calm water")
+    page.select_option("select#input-megapixels", "0.25")
+    page.select_option("select#input-output_format", "png")
+    page.fill("input#input-seed", "11")
+    page.click("[data-role=run]")
+
+    image = page.wait_for_selector("[data-role=result] .output-image img")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [512, 512]
+    page.wait_for_selector("[data-role=result] [data-role=status]:text('succeeded')")
+    page.wait_for_selector("[data-role=result] [data-role=metrics] >> text=Predict time")
+    pid = page.get_attribute("[data-role=result] .prediction", "data-prediction")
+    with server.client() as http:
+        sent = http.get(f"/predictions/{pid}").json()
+    assert sent["input"]["seed"] == 11 and sent["input"]["megapixels"] == "0.25"
+    assert sent["input"]["num_outputs"] == 1 and sent["input"]["go_fast"] is True
+    # The gallery lists it, with its image.
+    page.wait_for_selector(f".gallery .tile[data-prediction='{pid}'] img")
+    # The key stays in the browser: after a reload the models load without asking again.
+    page.reload()
+    page.wait_for_selector("[data-role=model] option[value='fluxserve-fixtures/slow-steps']", state="attached")
+    assert no_sideways_scroll(page)
+    assert errors == []
+
+
+def test_prediction_page_shows_progress_and_cancels(server: Server, phone: Any) -> None:
+    page = phone
+    with server.client() as http:
+        created = http.post(
+            "/models/fluxserve-fixtures/slow-steps/predictions",
+            json={"input": {"steps": 100, "step_seconds": 0.08, "seed": 5}},
+        ).json()
+    # The page needs no key to watch: it is a capability URL.
+    page.goto(created["urls"]["web"])
+    bar = "[data-role=progress-bar]"
+    page.wait_for_function("([sel, at]) => document.querySelector(sel).value >= at", arg=[bar, 5])
+    first = page.eval_on_selector(bar, "el => el.value")
+    page.wait_for_function("([sel, at]) => document.querySelector(sel).value > at", arg=[bar, first])
+    assert "Using seed: 5" in page.inner_text("[data-role=logs]")
+    assert page.inner_text("[data-role=status]") == "processing"
+    assert no_sideways_scroll(page)
+
+    # Cancel asks for the key (kept in localStorage afterwards).
+    page.fill("[data-role=cancel-key]", server.key)
+    page.click("text=Cancel prediction")
+    page.wait_for_selector("[data-role=status]:text('canceled')")
+    with server.client() as http:
+        final = wait_for(http, created["id"], timeout=10)
+    assert final["status"] == "canceled"
+    assert page.eval_on_selector(bar, "el => el.value") < 100
+    assert page.evaluate("localStorage.getItem('fluxserve.apiKey')") == server.key
+    # The final view comes from the server: the cancel form is gone, metrics are there.
+    page.wait_for_selector("[data-role=metrics] >> text=Completed")
+    assert page.locator("[data-role=cancel]").count() == 0
+
+
+def test_cancel_with_the_wrong_key_says_so(server: Server, desktop: Any) -> None:
+    page = desktop
+    with server.client() as http:
+        created = http.post(
+            "/models/fluxserve-fixtures/slow-steps/predictions", json={"input": {"steps": 100, "step_seconds": 0.05}}
+        ).json()
+    try:
+        page.goto(created["urls"]["web"])
+        page.fill("[data-role=cancel-key]", "fs_someone-elses-key")
+        page.click("text=Cancel prediction")
+        page.wait_for_selector("[data-role=cancel-message]:text('cannot cancel')")
+        assert page.inner_text("[data-role=status]") in ("starting", "processing")
+    finally:
+        with server.client() as http:
+            http.post(f"/predictions/{created['id']}/cancel")
