@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         default=False,
         description="Let webhooks and image URLs reach loopback addresses (tests and local development only).",
     )
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Largest file POST /v1/files accepts.")
+    file_ttl_seconds: int = Field(
+        default=24 * 3600, gt=0, description="How long uploaded files live (Replicate: 24 h)."
+    )
+    max_input_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="Largest image input (URL, data URI or file) a prediction takes."
+    )
+    fetch_timeout_seconds: float = Field(default=30.0, gt=0, description="Time cap for fetching an input URL.")
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker's claim on a prediction lasts without a heartbeat."
     )

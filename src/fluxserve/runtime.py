@@ -63,7 +63,9 @@ class Runtime:
         hub = EventHub()
         registry = build_registry(settings)
         blobs = open_blob_store(settings)
-        service = PredictionService(store, registry, hub, liveness_seconds=settings.lease_seconds)
+        service = PredictionService(
+            store, registry, hub, liveness_seconds=settings.lease_seconds, max_input_bytes=settings.max_input_bytes
+        )
         store.on_terminal = terminal_delivery(settings.default_api_base())
         webhooks = WebhookSender(
             store, NetPolicy(allow_loopback=settings.allow_loopback_urls), settings.default_api_base()

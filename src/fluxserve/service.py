@@ -11,6 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound
@@ -21,6 +22,7 @@ from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import PredictionRequest, utcnow
 from fluxserve.store.rows import KeyRow, PredictionRow
 from fluxserve.store.store import Store
+from fluxserve.uris import InputURIError, OwnFile, check_uri_syntax, decode_data_uri, own_reference
 
 PAGE_SIZE = 100
 LIVE_WORKERS_CACHE_SECONDS = 1.0
@@ -83,8 +85,17 @@ def _check_webhook(url: str | None) -> None:
 class PredictionService:
     """Business rules of predictions; HTTP-free."""
 
-    def __init__(self, store: Store, registry: Registry, hub: EventHub, *, liveness_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        hub: EventHub,
+        *,
+        liveness_seconds: float = 30.0,
+        max_input_bytes: int = 50 * 1024 * 1024,
+    ) -> None:
         self.store = store
+        self.max_input_bytes = max_input_bytes
         self.registry = registry
         self.hub = hub
         self.liveness_seconds = liveness_seconds
@@ -163,6 +174,11 @@ class PredictionService:
                     {"type": e.type, "field": e.field, "description": e.description} for e in validation.errors
                 ],
             )
+        file_errors = await self._check_file_inputs(spec, key, validation.values)
+        if file_errors:
+            raise InputValidationFailed(
+                "".join(f"- {e['field']}: {e['description']}\n" for e in file_errors), invalid_fields=file_errors
+            )
         _check_webhook(request.webhook)
         logs = ""
         if not (await self.live_workers()).get(spec.ref):
@@ -192,6 +208,27 @@ class PredictionService:
             await self.store.insert_prediction(row)
             self.hub.publish(WORK, spec.ref)
             return await self._wait(row, changes, wait)
+
+    async def _check_file_inputs(self, spec: ModelSpec, key: KeyRow, values: dict[str, Any]) -> list[dict[str, str]]:
+        """What can be checked about file inputs without fetching anything (the rest fails the prediction)."""
+        errors: list[dict[str, str]] = []
+        for field in spec.inputs:
+            value = values.get(field.name)
+            if field.type not in ("uri", "uri_array") or value is None:
+                continue
+            items = value if isinstance(value, list) else [value]
+            for i, uri in enumerate(items):
+                name = f"{field.name}[{i}]" if isinstance(value, list) else field.name
+                try:
+                    check_uri_syntax(uri, name)
+                    ref = own_reference(uri)
+                    if uri.startswith("data:"):
+                        decode_data_uri(uri, name, self.max_input_bytes)
+                    elif isinstance(ref, OwnFile) and not await self.store.get_file(ref.file_id, key.id, now=utcnow()):
+                        raise InputURIError(f"{name}: file {ref.file_id} does not exist, has expired or is not yours")
+                except InputURIError as exc:
+                    errors.append({"type": "invalid_file", "field": f"input.{name}", "description": str(exc)})
+        return errors
 
     # --- read -----------------------------------------------------------------------------------------
 

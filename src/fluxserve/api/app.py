@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from fluxserve import __version__
-from fluxserve.api import models, outputs, pages, predictions, problems, stream, webhooks
+from fluxserve.api import files, models, outputs, pages, predictions, problems, stream, webhooks
 from fluxserve.api.auth import KeyCache
 from fluxserve.config import Settings
 from fluxserve.runtime import Runtime
@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     for prefix in API_PREFIXES:
-        for router in (predictions.router, models.router, outputs.router, webhooks.router):
+        for router in (predictions.router, models.router, outputs.router, webhooks.router, files.router):
             app.include_router(router, prefix=prefix)
         app.include_router(stream.router, prefix=prefix)
     app.include_router(pages.router)

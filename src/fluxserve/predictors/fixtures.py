@@ -84,6 +84,23 @@ class WritesImage:
         return paths
 
 
+class ImageInfo:
+    """Decodes its ``image`` input (bytes, as the worker resolves file inputs) and describes it."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """``"<width>x<height> <FORMAT> <n> bytes"``."""
+        import io
+
+        from PIL import Image
+
+        data: bytes = inputs["image"]
+        with Image.open(io.BytesIO(data)) as image:
+            return f"{image.width}x{image.height} {image.format} {len(data)} bytes"
+
+
 def _spec(name: str, predictor: type[Predictor], inputs: tuple[InputField, ...], output: dict[str, Any]) -> ModelSpec:
     return ModelSpec(
         owner="fluxserve-fixtures",
@@ -123,4 +140,11 @@ WRITES_IMAGE = _spec(
     URI_LIST_OUTPUT,
 )
 
-ALL: tuple[ModelSpec, ...] = (NOOP, SLOW_STEPS, RAISES_IN_PREDICT, RAISES_IN_SETUP, WRITES_IMAGE)
+IMAGE_INFO = _spec(
+    "image-info",
+    ImageInfo,
+    (InputField("image", "uri", "An image (URL, data: URI or uploaded file)", required=True),),
+    {"type": "string", "title": "Output"},
+)
+
+ALL: tuple[ModelSpec, ...] = (NOOP, SLOW_STEPS, RAISES_IN_PREDICT, RAISES_IN_SETUP, WRITES_IMAGE, IMAGE_INFO)

@@ -62,3 +62,27 @@ class BlobStore(Protocol):
     def open(self, key: str) -> Blob | None:
         """The blob ``key``, or None if there is none."""
         ...
+
+    def delete(self, key: str) -> None:
+        """Remove the blob ``key`` if it exists."""
+        ...
+
+
+def read_blob(store: BlobStore, key: str, limit: int) -> bytes | None:
+    """The bytes of ``key`` (None if missing); raises ValueError past ``limit`` bytes."""
+    blob = store.open(key)
+    if blob is None:
+        return None
+    if blob.path is not None:
+        if blob.path.stat().st_size > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        return blob.path.read_bytes()
+    assert blob.chunks is not None
+    parts: list[bytes] = []
+    size = 0
+    for chunk in blob.chunks:
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)

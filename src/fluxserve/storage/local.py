@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -55,3 +56,13 @@ class LocalBlobStore:
         except ValueError:
             return None
         return Blob(content_type_for(key), path=path) if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (and its directory when it becomes empty)."""
+        try:
+            path = self._path(key)
+        except ValueError:
+            return
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()

@@ -6,6 +6,7 @@ replicate clients do not follow redirects), so the bucket can stay private.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,8 @@ class S3BlobStore:
             chunks=body.iter_chunks(CHUNK_BYTES),
             size=response.get("ContentLength"),
         )
+
+    def delete(self, key: str) -> None:
+        """Remove the object ``key`` (no error if it is missing)."""
+        with contextlib.suppress(ValueError):
+            self._client.delete_object(Bucket=self.bucket, Key=self._object_key(key))

@@ -62,3 +62,24 @@ class PredictionRow:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["status"] = self.status.value
         return values
+
+
+@dataclass
+class FileRow:
+    """An uploaded file's record (its bytes live in blob storage under ``files/<id>``)."""
+
+    id: str
+    key_id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    md5: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+
+    @property
+    def blob_key(self) -> str:
+        """Where the bytes are stored."""
+        return f"files/{self.id}/content"

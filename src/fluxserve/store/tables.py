@@ -119,3 +119,19 @@ webhook_deliveries = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
 )
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Index("ix_files_key_created", "key_id", "created_at", "id"),
+)

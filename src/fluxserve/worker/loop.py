@@ -15,9 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from fluxserve.config import Settings
 from fluxserve.events import ANY, CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
+from fluxserve.netguard import NetPolicy, guarded_client
 from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import ModelSpec, Registry
@@ -27,6 +30,7 @@ from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
 from fluxserve.webhooks import WebhookSender
 from fluxserve.worker.context import RunContext
+from fluxserve.worker.inputs import InputResolver
 
 log = logging.getLogger("fluxserve.worker")
 
@@ -70,6 +74,13 @@ class Worker:
         self.registry = registry
         self.blobs = blobs
         self.webhooks = webhooks
+        self._fetcher = guarded_client(
+            NetPolicy(allow_loopback=settings.allow_loopback_urls),
+            timeout=httpx.Timeout(settings.fetch_timeout_seconds, connect=10.0),
+        )
+        self.inputs = InputResolver(
+            store, blobs, self._fetcher, limit=settings.max_input_bytes, timeout=settings.fetch_timeout_seconds
+        )
         self.models = models if models is not None else [spec.ref for spec in registry]
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._executor = ThreadPoolExecutor(
@@ -118,6 +129,7 @@ class Worker:
         finally:
             heartbeat.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._fetcher.aclose()
             with contextlib.suppress(Exception):
                 await self.store.worker_gone(self.worker_id)
 
@@ -186,11 +198,12 @@ class Worker:
             validation = validate_input(spec.inputs, row.input or {})
             if validation.errors:
                 raise ValueError("; ".join(f"{e.field}: {e.description}" for e in validation.errors))
+            values = await self.inputs.resolve(spec, row.key_id, validation.values)
             predictor = await self._predictor(spec)
             with self.hub.subscribe(CANCEL, row.id, event=wake) as cancel_asked:
                 if row.cancel_requested:
                     ctx.cancel_event.set()
-                future = loop.run_in_executor(self._executor, predictor.predict, validation.values, ctx)
+                future = loop.run_in_executor(self._executor, predictor.predict, values, ctx)
                 future.add_done_callback(lambda _: wake.set())
                 result = await self._supervise(row, token, future, ctx, wake, cancel_asked)
             if result is _LOST:
