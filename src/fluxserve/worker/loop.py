@@ -28,7 +28,7 @@ from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
-from fluxserve.webhooks import WebhookSender
+from fluxserve.webhooks import WebhookSender, wants
 from fluxserve.worker.context import RunContext
 from fluxserve.worker.inputs import InputResolver
 
@@ -341,8 +341,9 @@ class Worker:
             if output is not None:
                 self.webhooks.event(finished, "output")
             self.webhooks.forget(row.id)
-            # The terminal webhook is already in the outbox (same transaction); send it now.
-            self.webhooks.wake.set()
+            if wants(finished, "completed"):
+                # The terminal webhook is already in the outbox (same transaction); send it now.
+                self.webhooks.wake.set()
 
     async def _write_terminal(
         self,
