@@ -6,6 +6,7 @@ Every test gets a fresh database, two API replicas (``serve --no-worker``) and w
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -83,10 +84,27 @@ def test_created_on_one_replica_waited_and_cancelled_on_another(cluster: Cluster
         seen = on_b.get(f"/predictions/{done.json()['id']}").json()
         assert seen["output"] == "hi" and seen["urls"]["get"].startswith(b.base)
 
+        # Streamed through B (SSE fed by NOTIFY from the worker), cancelled through B.
         slow = on_a.post(f"/models/{SLOW}/predictions", json={"input": {"steps": 400, "step_seconds": 0.05}}).json()
-        wait_for(on_b, slow["id"], until=lambda p: "2/400" in (p["logs"] or ""))
-        started = time.monotonic()
-        canceled = on_b.post(f"/predictions/{slow['id']}/cancel").json()
+        stream_url = slow["urls"]["stream"].replace(a.base, b.base)
+        events: list[tuple[str, str]] = []
+        canceled: dict[str, object] = {}
+        started = 0.0
+        with httpx.stream("GET", stream_url, timeout=30) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    events.append((event, line[6:]))
+                    if event == "logs" and "3/400" in line and not canceled:
+                        started = time.monotonic()
+                        canceled = on_b.post(f"/predictions/{slow['id']}/cancel").json()
+                    if event == "done":
+                        break
+        assert events[-1][0] == "done" and json.loads(events[-1][1]) == {"reason": "canceled"}
+        assert any(name == "logs" and "Using seed" in data for name, data in events)
         final = wait_for(on_a, slow["id"], timeout=10)
         assert final["status"] == "canceled", final
         assert time.monotonic() - started < 2.5
