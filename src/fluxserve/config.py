@@ -56,6 +56,14 @@ class Settings(BaseSettings):
         default="black-forest-labs/FLUX.1-schnell",
         description="Hugging Face repo id or local diffusers directory for flux-schnell.",
     )
+    flux_dev_weights: str = Field(
+        default="black-forest-labs/FLUX.1-dev",
+        description="Hugging Face repo id (gated) or local diffusers directory for flux-dev.",
+    )
+    flux_kontext_dev_weights: str = Field(
+        default="black-forest-labs/FLUX.1-Kontext-dev",
+        description="Hugging Face repo id (gated) or local diffusers directory for flux-kontext-dev.",
+    )
     trust_forwarded_headers: bool = Field(
         default=False,
         description="Build URLs from X-Forwarded-Proto/Host/Prefix (set this only behind a proxy you run).",

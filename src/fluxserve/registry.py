@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fluxserve.predictors.inputs import FLUX_SCHNELL_INPUTS, URI_LIST_OUTPUT, InputField, cog_input_schema
+from fluxserve.predictors.inputs import (
+    FLUX_DEV_INPUTS,
+    FLUX_KONTEXT_DEV_INPUTS,
+    FLUX_SCHNELL_INPUTS,
+    URI_LIST_OUTPUT,
+    URI_OUTPUT,
+    InputField,
+    cog_input_schema,
+)
 
 if TYPE_CHECKING:
     from fluxserve.config import Settings
@@ -175,7 +183,49 @@ FLUX_SCHNELL = ModelSpec(
     predictor_factory=_flux_schnell_predictor,
 )
 
-BUILTIN_MODELS: tuple[ModelSpec, ...] = (FLUX_SCHNELL,)
+
+def _flux_dev_predictor(settings: Settings) -> Predictor:
+    from fluxserve.predictors.flux_dev import FluxDevPredictor
+
+    weights = settings.flux_dev_weights
+    if settings.demo:
+        from fluxserve.predictors.tiny import build_tiny_pipeline
+
+        weights = str(build_tiny_pipeline(settings.demo_weights_dir / "flux-dev", kind="dev"))
+    return FluxDevPredictor(weights=weights, device=settings.device)
+
+
+FLUX_DEV = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-dev",
+    description="A 12 billion parameter rectified flow transformer capable of generating images from text descriptions",
+    inputs=FLUX_DEV_INPUTS,
+    output_schema=URI_LIST_OUTPUT,
+    predictor_factory=_flux_dev_predictor,
+)
+
+
+def _flux_kontext_dev_predictor(settings: Settings) -> Predictor:
+    from fluxserve.predictors.flux_kontext import FluxKontextPredictor
+
+    weights = settings.flux_kontext_dev_weights
+    if settings.demo:
+        from fluxserve.predictors.tiny import build_tiny_pipeline
+
+        weights = str(build_tiny_pipeline(settings.demo_weights_dir / "flux-kontext-dev", kind="kontext"))
+    return FluxKontextPredictor(weights=weights, device=settings.device)
+
+
+FLUX_KONTEXT_DEV = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-kontext-dev",
+    description="Open-weight version of FLUX.1 Kontext",
+    inputs=FLUX_KONTEXT_DEV_INPUTS,
+    output_schema=URI_OUTPUT,
+    predictor_factory=_flux_kontext_dev_predictor,
+)
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (FLUX_SCHNELL, FLUX_DEV, FLUX_KONTEXT_DEV)
 
 
 def _load_extra(path: str) -> list[ModelSpec]:

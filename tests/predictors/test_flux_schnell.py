@@ -13,43 +13,16 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from tqdm import tqdm
 
 import fluxserve
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.predictors.flux_schnell import FluxSchnellPredictor
 from fluxserve.predictors.inputs import FLUX_SCHNELL_INPUTS, validate_input
 from fluxserve.predictors.tiny import build_tiny_pipeline
+from tests.predictors.support import RecordingContext
 
 #: replicate-python's progress regex (replicate/prediction.py ``Progress.parse``).
 TQDM_PROGRESS = re.compile(r"^\s*(\d+)%\s*\|.+?\|\s*(\d+)\/(\d+)")
-
-
-class RecordingContext:
-    """A PredictContext that keeps logs and progress in memory; cancels after ``cancel_after`` steps."""
-
-    def __init__(self, output_dir: Path, cancel_after: int | None = None) -> None:
-        self._output_dir = output_dir
-        self.cancel_after = cancel_after
-        self.logs: list[str] = []
-        self.steps: list[tuple[int, int]] = []
-        self._start = time.monotonic()
-
-    @property
-    def output_dir(self) -> Path:
-        return self._output_dir
-
-    def log(self, line: str) -> None:
-        self.logs.append(line)
-
-    def progress(self, step: int, total: int) -> None:
-        self.steps.append((step, total))
-        self.log(tqdm.format_meter(step, total, time.monotonic() - self._start))
-        self.check_canceled()
-
-    def check_canceled(self) -> None:
-        if self.cancel_after is not None and len(self.steps) >= self.cancel_after:
-            raise PredictionCanceled()
 
 
 def schnell_inputs(**overrides: Any) -> dict[str, Any]:

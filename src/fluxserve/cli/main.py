@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from fluxserve.cli.predictions import predictions_app
+from fluxserve.cli.pull import pull
 from fluxserve.cli.run import run
 from fluxserve.config import Settings
 
@@ -26,6 +27,7 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.command("run")(run)
 app.add_typer(predictions_app, name="predictions")
+app.command("pull")(pull)
 
 DataDir = Annotated[
     Path | None,

@@ -12,7 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FieldType = Literal["string", "integer", "number", "boolean", "uri"]
+FieldType = Literal["string", "integer", "number", "boolean", "uri", "uri_array"]
+
+#: Most images one ``uri_array`` input takes (each is fetched and decoded before the prediction runs).
+MAX_URI_ARRAY_ITEMS = 4
 
 #: Replicate's schnell/dev size table (width, height) at 1 megapixel; hand-picked, not computed.
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -32,6 +35,48 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 OUTPUT_FORMATS: tuple[str, ...] = ("webp", "jpg", "png")
 MEGAPIXELS: tuple[str, ...] = ("1", "0.25")
 
+#: FLUX.1 Kontext's size table (width, height) for an explicit ``aspect_ratio`` [cog-flux-kontext flux/util.py].
+KONTEXT_ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "16:9": (1328, 800),
+    "21:9": (1568, 672),
+    "3:2": (1248, 832),
+    "2:3": (832, 1248),
+    "4:5": (944, 1104),
+    "5:4": (1104, 944),
+    "3:4": (880, 1184),
+    "4:3": (1184, 880),
+    "9:16": (800, 1328),
+    "9:21": (672, 1568),
+}
+#: The ``aspect_ratio`` value that makes Kontext follow its input image.
+MATCH_INPUT_IMAGE = "match_input_image"
+
+#: The (width, height) pairs Kontext was trained on; an input image is snapped to the one closest in aspect ratio
+#: (the same list as diffusers' ``PREFERRED_KONTEXT_RESOLUTIONS`` and cog-flux-kontext's ``PREFERED_…``).
+PREFERRED_KONTEXT_RESOLUTIONS: tuple[tuple[int, int], ...] = (
+    (672, 1568),
+    (688, 1504),
+    (720, 1456),
+    (752, 1392),
+    (800, 1328),
+    (832, 1248),
+    (880, 1184),
+    (944, 1104),
+    (1024, 1024),
+    (1104, 944),
+    (1184, 880),
+    (1248, 832),
+    (1328, 800),
+    (1392, 752),
+    (1456, 720),
+    (1504, 688),
+    (1568, 672),
+)
+
+#: flux-dev img2img: the input image is scaled down to fit this square before rounding to multiples of 16.
+IMG2IMG_MAX_SIDE = 1440
+
 
 def image_size(aspect_ratio: str, megapixels: str = "1") -> tuple[int, int]:
     """Return (width, height) for a schnell/dev ``aspect_ratio`` and ``megapixels`` ("1" or "0.25")."""
@@ -39,6 +84,37 @@ def image_size(aspect_ratio: str, megapixels: str = "1") -> tuple[int, int]:
     if megapixels == "0.25":
         return width // 2, height // 2
     return width, height
+
+
+def img2img_size(width: int, height: int) -> tuple[int, int]:
+    """flux-dev's output size for an input image of ``width`` × ``height`` (cog-flux's rule).
+
+    Scale down (never up) to fit :data:`IMG2IMG_MAX_SIDE` square, truncating to whole pixels, then round each
+    side to the nearest multiple of 16 with Python's ``round`` (ties to even: 1000 → 992, as in cog-flux). A side
+    that would round to 0 (extreme aspect ratios) becomes 16.
+    """
+    scale = min(IMG2IMG_MAX_SIDE / width, IMG2IMG_MAX_SIDE / height, 1)
+    if scale < 1:
+        width, height = int(width * scale), int(height * scale)
+    return max(16, round(width / 16) * 16), max(16, round(height / 16) * 16)
+
+
+def kontext_snap(width: int, height: int) -> tuple[int, int]:
+    """The :data:`PREFERRED_KONTEXT_RESOLUTIONS` entry closest in aspect ratio to ``width`` × ``height``.
+
+    Ties go to the smaller (width, height) pair, as ``min`` over (distance, w, h) tuples does in diffusers and
+    cog-flux-kontext.
+    """
+    ratio = width / height
+    _, w, h = min((abs(ratio - w / h), w, h) for w, h in PREFERRED_KONTEXT_RESOLUTIONS)
+    return w, h
+
+
+def kontext_image_size(aspect_ratio: str, input_size: tuple[int, int]) -> tuple[int, int]:
+    """Kontext's output (width, height): the snapped input size for ``match_input_image``, else the table's."""
+    if aspect_ratio == MATCH_INPUT_IMAGE:
+        return kontext_snap(*input_size)
+    return KONTEXT_ASPECT_RATIOS[aspect_ratio]
 
 
 _NO_DEFAULT: Any = object()
@@ -117,6 +193,10 @@ def _check_type(f: InputField, value: Any) -> tuple[Any, str | None]:
             except ValueError:
                 pass
         return value, "must be a number"
+    if f.type == "uri_array":
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return list(value), None
+        return value, "must be a list of URI strings"
     # string and uri
     if isinstance(value, str):
         return value, None
@@ -136,6 +216,12 @@ def _check_field(f: InputField, raw: Any) -> tuple[Any, InvalidField | None]:
     value, type_error = _check_type(f, raw)
     if type_error:
         return raw, InvalidField("invalid_type", key, f"{f.name} {type_error}")
+    if f.type == "uri_array" and not value:
+        return value, InvalidField("too_short", key, f"{f.name} must contain at least one URI")
+    if f.type == "uri_array" and len(value) > MAX_URI_ARRAY_ITEMS:
+        return value, InvalidField(
+            "too_long", key, f"{f.name} must contain at most {MAX_URI_ARRAY_ITEMS} URIs (got {len(value)})"
+        )
     if f.choices is not None and value not in f.choices:
         return value, InvalidField(
             "enum", key, f"{f.name} must be one of {_format_choices(f.choices)} (got {_show(raw)})"
@@ -208,7 +294,7 @@ def cog_input_schema(fields: tuple[InputField, ...]) -> dict[str, dict[str, Any]
     """Return ``{"Input": {...}, <enum schemas>}`` in the shape Cog generates.
 
     Enums are separate component schemas referenced through ``allOf`` as Cog publishes them;
-    files are ``format: uri`` strings.
+    files are ``format: uri`` strings, and lists of files arrays of such strings.
     """
     properties: dict[str, Any] = {}
     enums: dict[str, Any] = {}
@@ -225,6 +311,8 @@ def cog_input_schema(fields: tuple[InputField, ...]) -> dict[str, dict[str, Any]
             prop["allOf"] = [{"$ref": f"#/components/schemas/{f.name}"}]
         elif f.type == "uri":
             prop.update(type="string", format="uri")
+        elif f.type == "uri_array":
+            prop.update(type="array", items={"type": "string", "format": "uri"})
         else:
             prop["type"] = f.type
         if f.has_default:
@@ -303,9 +391,122 @@ FLUX_SCHNELL_INPUTS: tuple[InputField, ...] = (
     MEGAPIXELS_FIELD,
 )
 
+FLUX_DEV_INPUTS: tuple[InputField, ...] = (
+    PROMPT,
+    ASPECT_RATIO,
+    InputField(
+        "image",
+        "uri",
+        "Input image for image to image mode. The aspect ratio of your output will match this image",
+    ),
+    InputField(
+        "prompt_strength",
+        "number",
+        "Prompt strength when using img2img. 1.0 corresponds to full destruction of information in image",
+        default=0.8,
+        minimum=0,
+        maximum=1,
+    ),
+    NUM_OUTPUTS,
+    InputField(
+        "num_inference_steps",
+        "integer",
+        "Number of denoising steps. Recommended range is 28-50, and lower number of steps produce lower quality "
+        "outputs, faster.",
+        default=28,
+        minimum=1,
+        maximum=50,
+    ),
+    InputField("guidance", "number", "Guidance for generated image", default=3, minimum=0, maximum=10),
+    SEED,
+    OUTPUT_FORMAT,
+    OUTPUT_QUALITY,
+    DISABLE_SAFETY_CHECKER,
+    GO_FAST,
+    MEGAPIXELS_FIELD,
+)
+
+KONTEXT_INPUT_IMAGE = InputField(
+    "input_image",
+    "uri",
+    "Image to use as reference. Must be jpeg, png, gif, or webp.",
+)
+KONTEXT_INPUT_IMAGES = InputField(
+    "input_images",
+    "uri_array",
+    f"Several reference images (at most {MAX_URI_ARRAY_ITEMS}), instead of input_image: they are scaled to the same "
+    "height and placed side by side, left to right, and that composite is the reference image. "
+    "Each must be jpeg, png, gif, or webp.",
+)
+
+FLUX_KONTEXT_DEV_INPUTS: tuple[InputField, ...] = (
+    InputField(
+        "prompt",
+        "string",
+        "Text description of what you want to generate, or the instruction on how to edit the given image.",
+        required=True,
+    ),
+    # Optional in the schema (Replicate's marks it required) because input_images may stand in for it; exactly
+    # one of the two is enforced by kontext_input_errors() and by the predictor.
+    KONTEXT_INPUT_IMAGE,
+    KONTEXT_INPUT_IMAGES,
+    InputField(
+        "aspect_ratio",
+        "string",
+        "Aspect ratio of the generated image. Use 'match_input_image' to match the aspect ratio of the input image.",
+        default=MATCH_INPUT_IMAGE,
+        choices=(*KONTEXT_ASPECT_RATIOS, MATCH_INPUT_IMAGE),
+    ),
+    InputField("num_inference_steps", "integer", "Number of inference steps", default=28, minimum=4, maximum=50),
+    InputField("guidance", "number", "Guidance scale for generation", default=2.5, minimum=0, maximum=10),
+    InputField("seed", "integer", "Random seed for reproducible generation. Leave blank for random."),
+    InputField("output_format", "string", "Output image format", default="webp", choices=OUTPUT_FORMATS),
+    OUTPUT_QUALITY,
+    InputField("disable_safety_checker", "boolean", "Disable NSFW safety checker", default=False),
+    InputField(
+        "go_fast",
+        "boolean",
+        "Make the model go fast, output quality may be slightly degraded for more difficult prompts",
+        default=True,
+    ),
+)
+
+
+def kontext_input_errors(values: dict[str, Any]) -> list[InvalidField]:
+    """flux-kontext-dev's one cross-field rule: exactly one of ``input_image`` and ``input_images``.
+
+    ``values`` is a client's input or :func:`validate_input`'s values; ``None`` (or absence) means not given.
+    Returns [] when the rule holds, else one :class:`InvalidField` whose description names both fields.
+    """
+    has_one = values.get("input_image") is not None
+    has_many = values.get("input_images") is not None
+    if has_one and has_many:
+        return [
+            InvalidField(
+                "mutually_exclusive",
+                "input.input_images",
+                "Give either input_image or input_images, not both "
+                "(input_image for one reference image, input_images for several)",
+            )
+        ]
+    if not has_one and not has_many:
+        return [
+            InvalidField(
+                "required",
+                "input.input_image",
+                "input_image or input_images is required "
+                "(input_image for one reference image, input_images for several)",
+            )
+        ]
+    return []
+
+
 #: Cog's ``Output`` schema for models that return a list of image URLs.
 URI_LIST_OUTPUT: dict[str, Any] = {
     "type": "array",
     "items": {"type": "string", "format": "uri"},
     "title": "Output",
 }
+
+#: Cog's ``Output`` schema for models that return one image URL (flux-kontext-dev).
+URI_OUTPUT: dict[str, Any] = {"type": "string", "format": "uri", "title": "Output"}

@@ -9,7 +9,11 @@ The shapes are chosen so that a 1024×1024, 4-step call takes about a second on 
 4 blocks (``vae_scale_factor`` 8, so a 1024² image is 4096 latent tokens as in real FLUX), 4-8
 channels and no attention mid-block; the transformer has one double and one single block of 2 heads × 16.
 
-Run ``python -m fluxserve.predictors.tiny DIR [schnell|dev]`` to build one by hand.
+Kinds: ``schnell`` (``FluxPipeline``, no guidance embedding, linear schedule), ``dev`` (``FluxPipeline`` with a
+guidance-embedded transformer and the shifted schedule; ``FluxImg2ImgPipeline.from_pretrained`` loads it too) and
+``kontext`` (the dev components saved as a ``FluxKontextPipeline``, so its ``model_index.json`` names that class).
+
+Run ``python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext]`` to build one by hand.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-TinyKind = Literal["schnell", "dev"]
+TinyKind = Literal["schnell", "dev", "kontext"]
 
 #: The text the T5 sentencepiece model is trained on; it covers the letters, digits and punctuation
 #: of ordinary prompts (other characters become ``<unk>``, which is fine for random weights).
@@ -127,7 +131,9 @@ _SCHEDULER_COMMON: dict[str, Any] = {
 _SCHEDULER_BY_KIND: dict[str, dict[str, Any]] = {
     "schnell": {"shift": 1.0, "use_dynamic_shifting": False},
     "dev": {"shift": 3.0, "use_dynamic_shifting": True},
+    "kontext": {"shift": 3.0, "use_dynamic_shifting": True},
 }
+_KINDS: tuple[TinyKind, ...] = ("schnell", "dev", "kontext")
 
 
 def build_tiny_pipeline(path: Path, kind: TinyKind = "schnell") -> Path:
@@ -140,7 +146,7 @@ def build_tiny_pipeline(path: Path, kind: TinyKind = "schnell") -> Path:
     Returns ``path``.
     """
     if kind not in _SCHEDULER_BY_KIND:
-        raise ValueError(f"kind must be 'schnell' or 'dev', not {kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))}, not {kind!r}")
     path = Path(path)
     if (path / "model_index.json").is_file():
         return path
@@ -250,7 +256,13 @@ def _write_t5_tokenizer_files(directory: Path) -> None:
 def _build_into(directory: Path, kind: TinyKind) -> None:
     """Construct the tiny pipeline and ``save_pretrained`` it into ``directory``."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxKontextPipeline,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
     from transformers import (
         AutoTokenizer,
         CLIPTextConfig,
@@ -274,12 +286,14 @@ def _build_into(directory: Path, kind: TinyKind) -> None:
         torch.manual_seed(0)
         text_encoder_2 = T5EncoderModel(T5Config(**_T5_CONFIG))
         torch.manual_seed(0)
-        transformer: Any = FluxTransformer2DModel(**_TRANSFORMER_CONFIG, guidance_embeds=kind == "dev")
+        transformer: Any = FluxTransformer2DModel(**_TRANSFORMER_CONFIG, guidance_embeds=kind != "schnell")
         torch.manual_seed(0)
         vae: Any = AutoencoderKL(**_VAE_CONFIG)
         scheduler = FlowMatchEulerDiscreteScheduler(**_SCHEDULER_COMMON, **_SCHEDULER_BY_KIND[kind])
 
-        pipe: Any = FluxPipeline(
+        # The class decides model_index.json's _class_name, which DiffusionPipeline.from_pretrained follows.
+        pipeline_class: Any = FluxKontextPipeline if kind == "kontext" else FluxPipeline
+        pipe: Any = pipeline_class(
             scheduler=scheduler,
             vae=vae,
             text_encoder=text_encoder.eval(),
@@ -322,12 +336,13 @@ def _quiet_progress_bars() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fluxserve.predictors.tiny DIR [schnell|dev]``: build and print the timing."""
+    """``python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext]``: build and print the timing."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in _SCHEDULER_BY_KIND):
-        print("usage: python -m fluxserve.predictors.tiny DIR [schnell|dev]", file=sys.stderr)
+    kinds: dict[str, TinyKind] = {k: k for k in _KINDS}
+    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in kinds):
+        print("usage: python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext]", file=sys.stderr)
         return 2
-    kind: TinyKind = "dev" if len(args) == 2 and args[1] == "dev" else "schnell"
+    kind: TinyKind = kinds[args[1]] if len(args) == 2 else "schnell"
     start = time.perf_counter()
     out = build_tiny_pipeline(Path(args[0]), kind)
     print(f"{out} ({kind}) ready in {time.perf_counter() - start:.2f} s")
