@@ -22,7 +22,9 @@ from fluxserve.predictors.inputs import (
     URI_LIST_OUTPUT,
     URI_OUTPUT,
     InputField,
+    InvalidField,
     cog_input_schema,
+    kontext_input_errors,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ class ModelSpec:
     inputs: tuple[InputField, ...]
     output_schema: dict[str, Any]
     predictor_factory: PredictorFactory = field(compare=False, repr=False)
+    #: Checks across fields (e.g. "exactly one of input_image / input_images"), run at create time.
+    input_check: Callable[[dict[str, Any]], list[InvalidField]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -223,6 +227,7 @@ FLUX_KONTEXT_DEV = ModelSpec(
     inputs=FLUX_KONTEXT_DEV_INPUTS,
     output_schema=URI_OUTPUT,
     predictor_factory=_flux_kontext_dev_predictor,
+    input_check=kontext_input_errors,
 )
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (FLUX_SCHNELL, FLUX_DEV, FLUX_KONTEXT_DEV)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound
 from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
+from fluxserve.predictors.images import sniff_image
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import PredictionRequest, utcnow
@@ -166,6 +167,8 @@ class PredictionService:
         return the prediction as it is then.
         """
         validation = validate_input(spec.inputs, request.input)
+        if not validation.errors and spec.input_check is not None:
+            validation.errors.extend(spec.input_check(validation.values))
         if validation.errors:
             lines = "".join(f"- {e.field}: {e.description}\n" for e in validation.errors)
             raise InputValidationFailed(
@@ -222,8 +225,11 @@ class PredictionService:
                 try:
                     check_uri_syntax(uri, name)
                     ref = own_reference(uri)
-                    if uri.startswith("data:"):
-                        decode_data_uri(uri, name, self.max_input_bytes)
+                    if (
+                        uri.startswith("data:")
+                        and sniff_image(decode_data_uri(uri, name, self.max_input_bytes)[1]) is None
+                    ):
+                        raise InputURIError(f"{name}: the data URI does not hold a PNG, JPEG, WEBP or GIF image")
                     elif isinstance(ref, OwnFile) and not await self.store.get_file(ref.file_id, key.id, now=utcnow()):
                         raise InputURIError(f"{name}: file {ref.file_id} does not exist, has expired or is not yours")
                 except InputURIError as exc:

@@ -109,8 +109,10 @@ def test_data_uris_outputs_and_bad_inputs(server: Server) -> None:
             problem = response.json()
             assert problem["invalid_fields"][0]["field"] == "input.image"
             assert reason in problem["detail"]
-        not_an_image = run_info(client, "data:text/plain;base64," + base64.b64encode(b"hello").decode())
-        assert not_an_image["status"] == "failed" and not_an_image["error"]
+        not_an_image = client.post(
+            INFO, json={"input": {"image": "data:text/plain;base64," + base64.b64encode(b"hello").decode()}}
+        )
+        assert not_an_image.status_code == 422 and "PNG, JPEG, WEBP or GIF" in not_an_image.json()["detail"]
 
 
 class _Images(BaseHTTPRequestHandler):
