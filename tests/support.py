@@ -41,8 +41,30 @@ def create_key(data_dir: Path, env: dict[str, str], name: str = "test") -> str:
     return out.strip().splitlines()[-1]
 
 
+class _Process:
+    """Stopping and reading the output of a fluxserve subprocess."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop it (SIGTERM: graceful; SIGKILL: crash)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def logs(self) -> str:
+        """What it printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
 @dataclass
-class Server:
+class Server(_Process):
     """One ``fluxserve serve`` subprocess with its own data dir and database."""
 
     data_dir: Path
@@ -94,21 +116,6 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start in {timeout}s:\n{self.logs()}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the server (SIGTERM: graceful; SIGKILL: crash)."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def logs(self) -> str:
-        """What the server printed."""
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
-
     def client(self, key: str | None = None, prefix: str = "/v1") -> httpx.Client:
         """An httpx client on the API prefix, authenticated with ``key`` (default: the server's key)."""
         token = self.key if key is None else key
@@ -157,7 +164,7 @@ def _psql(sql: str) -> None:
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(_Process):
     """One ``fluxserve worker`` subprocess."""
 
     data_dir: Path
@@ -190,21 +197,6 @@ class WorkerProcess:
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"worker did not start in {timeout}s:\n{self.logs()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the worker (SIGTERM: graceful; SIGKILL: crash)."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def logs(self) -> str:
-        """What the worker printed."""
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
 
 def restart_postgres() -> None:

@@ -30,6 +30,7 @@ from fluxserve.predictors.inputs import (
 if TYPE_CHECKING:
     from fluxserve.config import Settings
     from fluxserve.predictors.base import Predictor
+    from fluxserve.predictors.tiny import TinyKind
 
 PredictorFactory = Callable[["Settings"], "Predictor"]
 
@@ -167,15 +168,21 @@ class Registry:
         return self._by_version.get(version_id)
 
 
-def _flux_schnell_predictor(settings: Settings) -> Predictor:
-    from fluxserve.predictors.flux_schnell import FluxSchnellPredictor
+def _pipeline_predictor(module: str, class_name: str, weights_setting: str, tiny_kind: TinyKind) -> PredictorFactory:
+    """A factory for a diffusers predictor: real weights from a setting, or with ``--demo`` a tiny
+    random pipeline of ``tiny_kind`` built once into the data dir (imports happen only when called)."""
 
-    weights = settings.flux_schnell_weights
-    if settings.demo:
-        from fluxserve.predictors.tiny import build_tiny_pipeline
+    def factory(settings: Settings) -> Predictor:
+        predictor_class = getattr(importlib.import_module(f"fluxserve.predictors.{module}"), class_name)
+        weights = str(getattr(settings, weights_setting))
+        if settings.demo:
+            from fluxserve.predictors.tiny import build_tiny_pipeline
 
-        weights = str(build_tiny_pipeline(settings.demo_weights_dir / "flux-schnell", kind="schnell"))
-    return FluxSchnellPredictor(weights=weights, device=settings.device)
+            weights = str(build_tiny_pipeline(settings.demo_weights_dir / f"flux-{tiny_kind}", kind=tiny_kind))
+        predictor: Predictor = predictor_class(weights=weights, device=settings.device)
+        return predictor
+
+    return factory
 
 
 FLUX_SCHNELL = ModelSpec(
@@ -184,19 +191,8 @@ FLUX_SCHNELL = ModelSpec(
     description="The fastest image generation model tailored for local development and personal use",
     inputs=FLUX_SCHNELL_INPUTS,
     output_schema=URI_LIST_OUTPUT,
-    predictor_factory=_flux_schnell_predictor,
+    predictor_factory=_pipeline_predictor("flux_schnell", "FluxSchnellPredictor", "flux_schnell_weights", "schnell"),
 )
-
-
-def _flux_dev_predictor(settings: Settings) -> Predictor:
-    from fluxserve.predictors.flux_dev import FluxDevPredictor
-
-    weights = settings.flux_dev_weights
-    if settings.demo:
-        from fluxserve.predictors.tiny import build_tiny_pipeline
-
-        weights = str(build_tiny_pipeline(settings.demo_weights_dir / "flux-dev", kind="dev"))
-    return FluxDevPredictor(weights=weights, device=settings.device)
 
 
 FLUX_DEV = ModelSpec(
@@ -205,19 +201,8 @@ FLUX_DEV = ModelSpec(
     description="A 12 billion parameter rectified flow transformer capable of generating images from text descriptions",
     inputs=FLUX_DEV_INPUTS,
     output_schema=URI_LIST_OUTPUT,
-    predictor_factory=_flux_dev_predictor,
+    predictor_factory=_pipeline_predictor("flux_dev", "FluxDevPredictor", "flux_dev_weights", "dev"),
 )
-
-
-def _flux_kontext_dev_predictor(settings: Settings) -> Predictor:
-    from fluxserve.predictors.flux_kontext import FluxKontextPredictor
-
-    weights = settings.flux_kontext_dev_weights
-    if settings.demo:
-        from fluxserve.predictors.tiny import build_tiny_pipeline
-
-        weights = str(build_tiny_pipeline(settings.demo_weights_dir / "flux-kontext-dev", kind="kontext"))
-    return FluxKontextPredictor(weights=weights, device=settings.device)
 
 
 FLUX_KONTEXT_DEV = ModelSpec(
@@ -226,7 +211,9 @@ FLUX_KONTEXT_DEV = ModelSpec(
     description="Open-weight version of FLUX.1 Kontext",
     inputs=FLUX_KONTEXT_DEV_INPUTS,
     output_schema=URI_OUTPUT,
-    predictor_factory=_flux_kontext_dev_predictor,
+    predictor_factory=_pipeline_predictor(
+        "flux_kontext", "FluxKontextPredictor", "flux_kontext_dev_weights", "kontext"
+    ),
     input_check=kontext_input_errors,
 )
 
