@@ -3,8 +3,8 @@
 Only ``http``/``https``. The host is resolved once and *every* address it resolves to must be
 global (not loopback, private, link-local, CGNAT, multicast, reserved or a cloud metadata address;
 IPv4-mapped IPv6 is unwrapped first); the connection then goes to the vetted address, so a DNS
-answer cannot change between the check and the connect (rebinding). Redirects are never followed,
-so each hop would have to pass the same check. An operator setting allows loopback, for tests and
+answer cannot change between the check and the connect (rebinding). A followed redirect opens a new
+connection, which passes the same check. An operator setting allows loopback, for tests and
 local development only.
 """
 
@@ -102,8 +102,12 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def guarded_client(policy: NetPolicy, *, timeout: httpx.Timeout) -> httpx.AsyncClient:
-    """An httpx client whose every connection goes through :class:`GuardedBackend`; no redirects."""
+def guarded_client(policy: NetPolicy, *, timeout: httpx.Timeout, follow_redirects: bool = False) -> httpx.AsyncClient:
+    """An httpx client whose every connection goes through :class:`GuardedBackend`.
+
+    With ``follow_redirects`` (image inputs), up to 5 redirects are followed; each hop is a new
+    connection and so is vetted again. Webhooks keep them off: a 3xx counts as a failed delivery.
+    """
     transport = httpx.AsyncHTTPTransport(retries=0)
     # httpx does not take a network backend; swap the connection pool for one that uses ours
     # (TLS still verifies the certificate of the URL's host name, not of the IP).
@@ -113,4 +117,6 @@ def guarded_client(policy: NetPolicy, *, timeout: httpx.Timeout) -> httpx.AsyncC
         max_connections=50,
         keepalive_expiry=5.0,
     )
-    return httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=timeout, trust_env=False)
+    return httpx.AsyncClient(
+        transport=transport, follow_redirects=follow_redirects, max_redirects=5, timeout=timeout, trust_env=False
+    )

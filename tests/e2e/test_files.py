@@ -139,6 +139,7 @@ def image_host() -> Iterator[str]:
     _Images.routes = {
         "/ok.png": (200, png_bytes((8, 8)), {"Content-Type": "image/png"}),
         "/redirect": (302, b"", {"Location": f"{base}/ok.png"}),
+        "/loop": (302, b"", {"Location": f"{base}/loop"}),
         "/huge.png": (200, b"x" * 300_000, {"Content-Type": "image/png"}),
     }
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -160,8 +161,10 @@ def test_guarded_fetcher_when_loopback_is_allowed(tmp_path: Path, tiny_weights: 
     try:
         with server.client() as client:
             assert run_info(client, f"{image_host}/ok.png")["output"].startswith("8x8 PNG")
-            redirected = run_info(client, f"{image_host}/redirect")
-            assert redirected["status"] == "failed" and "redirects" in redirected["error"]
+            # Redirects are followed; each hop is vetted again (loopback is allowed on this server).
+            assert run_info(client, f"{image_host}/redirect")["output"].startswith("8x8 PNG")
+            looping = run_info(client, f"{image_host}/loop")
+            assert looping["status"] == "failed" and "redirects too many times" in looping["error"]
             missing = run_info(client, f"{image_host}/nope.png")
             assert missing["status"] == "failed" and "HTTP 404" in missing["error"]
             huge = run_info(client, f"{image_host}/huge.png")

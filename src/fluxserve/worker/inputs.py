@@ -78,8 +78,6 @@ class InputResolver:
         try:
             check_url(url)
             async with asyncio.timeout(self.timeout), self.client.stream("GET", url) as response:
-                if response.is_redirect:
-                    raise InputURIError(f"{field}: {url} redirects elsewhere; give the final URL")
                 if not response.is_success:
                     raise InputURIError(f"{field}: fetching {url} answered HTTP {response.status_code}")
                 declared = response.headers.get("content-length")
@@ -95,6 +93,8 @@ class InputResolver:
                 return b"".join(parts)
         except UnsafeURL as exc:
             raise InputURIError(f"{field}: {url} is not allowed ({exc})") from exc
+        except httpx.TooManyRedirects as exc:
+            raise InputURIError(f"{field}: {url} redirects too many times") from exc
         except TimeoutError as exc:
             raise InputURIError(f"{field}: fetching {url} took longer than {self.timeout:.0f} s") from exc
         except httpx.HTTPError as exc:

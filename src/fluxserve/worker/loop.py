@@ -77,6 +77,7 @@ class Worker:
         self._fetcher = guarded_client(
             NetPolicy(allow_loopback=settings.allow_loopback_urls),
             timeout=httpx.Timeout(settings.fetch_timeout_seconds, connect=10.0),
+            follow_redirects=True,
         )
         self.inputs = InputResolver(
             store, blobs, self._fetcher, limit=settings.max_input_bytes, timeout=settings.fetch_timeout_seconds
