@@ -84,6 +84,15 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, gt=0, description="Largest image input (URL, data URI or file) a prediction takes."
     )
     fetch_timeout_seconds: float = Field(default=30.0, gt=0, description="Time cap for fetching an input URL.")
+    data_retention_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="After this long, a finished prediction's input, output, logs and output files are removed "
+        "(data_removed: true); 0 keeps them forever. Replicate: 1 hour for API predictions.",
+    )
+    max_run_seconds: float = Field(
+        default=1800, gt=0, description="A prediction running longer than this fails (Replicate: 30 minutes)."
+    )
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker's claim on a prediction lasts without a heartbeat."
     )
@@ -103,6 +112,10 @@ class Settings(BaseSettings):
         "e.g. fluxserve.predictors.fixtures:ALL for tests and benchmarks.",
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or as JSON objects (ts, level, logger, message, prediction_id) for collectors.",
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL in use: the setting, or SQLite inside the data dir."""

@@ -1,5 +1,7 @@
 """Housekeeping that runs in every process (API replicas and workers); safe to run concurrently.
 
+Deadlines, the lease reaper, data retention and file expiry.
+
 The reaper fails predictions whose worker stopped renewing its lease: the UPDATE only matches rows
 whose lease expired, so two reapers never both fail one row, and a worker that lost its lease can
 no longer write (its compare-and-set fails).
@@ -14,6 +16,7 @@ from datetime import timedelta
 from fluxserve.config import Settings
 from fluxserve.events import PREDICTION, EventHub
 from fluxserve.schema import utcnow
+from fluxserve.storage import BlobStore, blob_keys
 from fluxserve.store.store import Store
 
 log = logging.getLogger("fluxserve.reaper")
@@ -22,6 +25,10 @@ LEASE_LOST_ERROR = (
     "The worker running this prediction was lost (it stopped renewing its lease), so the prediction did not "
     "finish. Create it again."
 )
+DEADLINE_ERROR = "The prediction was canceled: its deadline (Cancel-After) passed before it finished."
+RUN_TIME_ERROR = "The prediction ran longer than the server's {limit:.0f}-second limit and was stopped."
+# Retention runs every this many housekeeping rounds (about a second each).
+RETENTION_EVERY = 10
 # Worker records not refreshed for this many lease periods are deleted.
 FORGET_WORKERS_AFTER_LEASES = 20
 
@@ -35,15 +42,48 @@ async def reap_once(store: Store, hub: EventHub) -> list[str]:
     return reaped
 
 
-async def maintain(store: Store, hub: EventHub, settings: Settings) -> None:
-    """Run the reaper every third of a lease period, forever."""
-    interval = max(0.5, settings.lease_seconds / 3)
+async def expire_deadlines(store: Store, hub: EventHub) -> list[str]:
+    """Cancel queued predictions whose ``Cancel-After`` deadline passed (running ones: the worker)."""
+    canceled = await store.cancel_queued_past_deadline(DEADLINE_ERROR)
+    for pid in canceled:
+        hub.publish(PREDICTION, pid)
+    return canceled
+
+
+async def purge_expired_data(store: Store, blobs: BlobStore, settings: Settings, *, batch: int = 100) -> int:
+    """Remove input, output, logs and output files of predictions past the retention period, and
+    uploaded files past their expiry. Returns how many predictions were purged."""
+    purged = 0
+    if settings.data_retention_seconds:
+        cutoff = utcnow() - timedelta(seconds=settings.data_retention_seconds)
+        for row in await store.predictions_to_purge(cutoff, batch):
+            for key in blob_keys(row.output):
+                await asyncio.to_thread(blobs.delete, key)
+            await store.mark_data_removed(row.id)
+            purged += 1
+    for file in await store.expired_files(utcnow(), batch):
+        await asyncio.to_thread(blobs.delete, file.blob_key)
+        await store.forget_file(file.id)
+    return purged
+
+
+async def maintain(store: Store, hub: EventHub, blobs: BlobStore, settings: Settings) -> None:
+    """Housekeeping forever: the lease reaper and deadlines every second or so, retention every
+    ``RETENTION_EVERY`` rounds."""
+    interval = min(1.0, max(0.5, settings.lease_seconds / 3))
+    rounds = 0
     while True:
         await asyncio.sleep(interval)
+        rounds += 1
         try:
-            await reap_once(store, hub)
-            await store.forget_workers(
-                utcnow() - timedelta(seconds=settings.lease_seconds * FORGET_WORKERS_AFTER_LEASES)
-            )
+            await expire_deadlines(store, hub)
+            if rounds % max(1, round(settings.lease_seconds / 3 / interval)) == 0:
+                await reap_once(store, hub)
+                await store.forget_workers(
+                    utcnow() - timedelta(seconds=settings.lease_seconds * FORGET_WORKERS_AFTER_LEASES)
+                )
+            # Short retention periods (tests, demos) are honoured to the second; long ones checked every 10 s.
+            if rounds % RETENTION_EVERY == 0 or settings.data_retention_seconds < 60:
+                await purge_expired_data(store, blobs, settings)
         except Exception as exc:
-            log.warning("reaper failed (will retry): %s", exc)
+            log.warning("housekeeping failed (will retry): %s", exc)

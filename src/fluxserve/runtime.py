@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fluxserve.config import Settings
 from fluxserve.events import EventHub
+from fluxserve.metrics import Metrics
 from fluxserve.netguard import NetPolicy
 from fluxserve.pgnotify import PgNotifyBridge
 from fluxserve.reaper import maintain
@@ -50,6 +51,7 @@ class Runtime:
     webhooks: WebhookSender
     worker: Worker | None = None
     bridge: PgNotifyBridge | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _worker_task: asyncio.Task[None] | None = None
 
@@ -63,18 +65,24 @@ class Runtime:
         hub = EventHub()
         registry = build_registry(settings)
         blobs = open_blob_store(settings)
+        metrics = Metrics()
         service = PredictionService(
-            store, registry, hub, liveness_seconds=settings.lease_seconds, max_input_bytes=settings.max_input_bytes
+            store,
+            registry,
+            hub,
+            liveness_seconds=settings.lease_seconds,
+            max_input_bytes=settings.max_input_bytes,
+            on_created=metrics.prediction_created,
         )
         store.on_terminal = terminal_delivery(settings.default_api_base())
         webhooks = WebhookSender(
-            store, NetPolicy(allow_loopback=settings.allow_loopback_urls), settings.default_api_base()
+            store, NetPolicy(allow_loopback=settings.allow_loopback_urls), settings.default_api_base(), metrics=metrics
         )
-        runtime = cls(settings, store, hub, registry, blobs, service, webhooks)
+        runtime = cls(settings, store, hub, registry, blobs, service, webhooks, metrics=metrics)
         if store.dialect == "postgresql":
             runtime.bridge = PgNotifyBridge(settings.resolved_database_url(), hub)
             await runtime.bridge.start()
-        runtime._tasks.append(asyncio.create_task(maintain(store, hub, settings), name="fluxserve-reaper"))
+        runtime._tasks.append(asyncio.create_task(maintain(store, hub, blobs, settings), name="fluxserve-reaper"))
         runtime._tasks.append(asyncio.create_task(webhooks.run(), name="fluxserve-webhooks"))
         if with_worker:
             unknown = [m for m in worker_models or [] if registry.get(m) is None]
@@ -82,10 +90,19 @@ class Runtime:
                 await runtime.close()
                 known = ", ".join(spec.ref for spec in registry)
                 raise ValueError(f"unknown model(s) {', '.join(unknown)}; this build serves {known}")
-            runtime.worker = Worker(settings, store, hub, registry, blobs, webhooks, models=worker_models)
+            runtime.worker = Worker(
+                settings, store, hub, registry, blobs, webhooks, models=worker_models, metrics=metrics
+            )
             await runtime.worker.register()
             runtime._worker_task = asyncio.create_task(runtime.worker.run(), name="fluxserve-worker")
         return runtime
+
+    @property
+    def worker_alive(self) -> bool | None:
+        """Whether this process's worker task still runs; None when this process runs no worker."""
+        if self._worker_task is None:
+            return None
+        return not self._worker_task.done()
 
     async def close(self) -> None:
         """Let running predictions finish (up to ``shutdown_grace_seconds``), then stop everything."""

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +73,43 @@ def _decode_cursor(cursor: str) -> tuple[str, datetime, str]:
         ) from exc
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration (``30s``, ``5m``, ``1h30m``, ``1.5h``); ValueError if malformed."""
+    text = text.strip()
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match[1]) * _DURATION_UNITS[match[2]]
+        position = match.end()
+    if not text or position != len(text):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
+    return total
+
+
+def deadline_from_header(value: str | None, created_at: datetime) -> datetime | None:
+    """The ``deadline`` a ``Cancel-After`` header sets; 422 naming the header if it is malformed."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"Cancel-After: {exc}",
+            invalid_fields=[{"type": "format", "field": "Cancel-After", "description": str(exc)}],
+        ) from exc
+    if seconds <= 0:
+        raise InvalidRequest(
+            "Cancel-After must be a positive duration",
+            invalid_fields=[{"type": "format", "field": "Cancel-After", "description": "must be positive"}],
+        )
+    return created_at + timedelta(seconds=seconds)
+
+
 def _check_webhook(url: str | None) -> None:
     if url is None:
         return
@@ -94,8 +132,10 @@ class PredictionService:
         *,
         liveness_seconds: float = 30.0,
         max_input_bytes: int = 50 * 1024 * 1024,
+        on_created: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_created = on_created
         self.max_input_bytes = max_input_bytes
         self.registry = registry
         self.hub = hub
@@ -160,6 +200,7 @@ class PredictionService:
         source: str = "api",
         wait: float | None = None,
         api_base: str | None = None,
+        cancel_after: str | None = None,
     ) -> PredictionRow:
         """Validate the input, store the prediction as ``starting`` and wake the workers.
 
@@ -188,29 +229,36 @@ class PredictionService:
             # Queued, not failed: a worker may start later. Say so where the user looks.
             logs = NO_WORKER_LOG.format(model=spec.ref)
             log.warning("prediction queued for %s, which no live worker serves", spec.ref)
+        created_at = utcnow()
+        deadline = deadline_from_header(cancel_after, created_at)
         row = PredictionRow(
             id=new_prediction_id(),
             logs=logs,
+            deadline=deadline,
             key_id=key.id,
             model=spec.ref,
             version=version,
             input=request.input,
             status=Status.STARTING,
-            created_at=utcnow(),
+            created_at=created_at,
             source=source,
             webhook=request.webhook,
             webhook_events_filter=list(request.webhook_events_filter) if request.webhook_events_filter else None,
             api_base=api_base,
         )
         if wait is None:
-            await self.store.insert_prediction(row)
-            self.hub.publish(WORK, spec.ref)
+            await self._insert(row, spec)
             return row
         # Subscribe before the row exists, so no change can slip between insert and wait.
         with self.hub.subscribe(PREDICTION, row.id) as changes:
-            await self.store.insert_prediction(row)
-            self.hub.publish(WORK, spec.ref)
+            await self._insert(row, spec)
             return await self._wait(row, changes, wait)
+
+    async def _insert(self, row: PredictionRow, spec: ModelSpec) -> None:
+        await self.store.insert_prediction(row)
+        if self.on_created is not None:
+            self.on_created(spec.ref)
+        self.hub.publish(WORK, spec.ref)
 
     async def _check_file_inputs(self, spec: ModelSpec, key: KeyRow, values: dict[str, Any]) -> list[dict[str, str]]:
         """What can be checked about file inputs without fetching anything (the rest fails the prediction)."""

@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,6 +29,9 @@ from fluxserve.schema import utcnow
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
 from fluxserve.wire import Links, render_prediction
+
+if TYPE_CHECKING:
+    from fluxserve.metrics import Metrics
 
 log = logging.getLogger("fluxserve.webhooks")
 
@@ -98,8 +101,11 @@ def terminal_delivery(default_api_base: str) -> Callable[[PredictionRow], dict[s
 class WebhookSender:
     """Sends webhooks from one process: best-effort events now, and the outbox in a loop."""
 
-    def __init__(self, store: Store, policy: NetPolicy, default_api_base: str) -> None:
+    def __init__(
+        self, store: Store, policy: NetPolicy, default_api_base: str, *, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
+        self.metrics = metrics
         self.default_api_base = default_api_base
         self._client = guarded_client(policy, timeout=TIMEOUT)
         self._secrets: dict[str, str] = {}
@@ -173,8 +179,19 @@ class WebhookSender:
             )
             if not response.is_success:
                 log.info("webhook %s for %s answered %s", event, row.id, response.status_code)
+            outcome = "success" if response.is_success else "http_error"
         except (httpx.HTTPError, UnsafeURL, OSError) as exc:
             log.info("webhook %s for %s failed: %s", event, row.id, exc)
+            outcome = "unsafe_url" if isinstance(exc, UnsafeURL) else "network_error"
+        self._count("event", outcome)
+
+    def _count(self, kind: str, outcome: str, *, gave_up: bool = False) -> None:
+        """Record one webhook request (``gave_up``: it will not be retried) in the metrics, if any."""
+        if self.metrics is None:
+            return
+        self.metrics.webhook_sent(kind, outcome)
+        if gave_up or (kind == "event" and outcome != "success"):
+            self.metrics.webhook_failed(kind)
 
     def forget(self, prediction_id: str) -> None:
         """Drop throttling state of a finished prediction."""
@@ -208,22 +225,29 @@ class WebhookSender:
         try:
             response = await self.post(delivery["url"], delivery["key_id"], delivery["id"], delivery["body"])
             if response.is_success:
+                self._count("completed", "success")
                 await self.store.delivery_done(delivery["id"], attempts)
                 return
             error = f"HTTP {response.status_code}"
+            outcome = "http_error"
             if response.status_code == 410:
                 # The receiver says it is gone for good.
+                self._count("completed", outcome, gave_up=True)
                 await self.store.delivery_failed(delivery["id"], attempts, error)
                 return
             if response.status_code == 429:
                 with contextlib.suppress(ValueError):
                     retry_after = min(float(response.headers.get("retry-after", "")), 3600.0)
         except UnsafeURL as exc:
+            self._count("completed", "unsafe_url", gave_up=True)
             await self.store.delivery_failed(delivery["id"], attempts, str(exc))
             return
         except (httpx.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-        if attempts > len(RETRY_DELAYS):
+            outcome = "network_error"
+        gave_up = attempts > len(RETRY_DELAYS)
+        self._count("completed", outcome, gave_up=gave_up)
+        if gave_up:
             log.warning("webhook %s for %s: giving up after %d attempts (%s)", delivery["id"],
                         delivery["prediction_id"], attempts, error)  # fmt: skip
             await self.store.delivery_failed(delivery["id"], attempts, error)

@@ -11,9 +11,10 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from fluxserve import __version__
-from fluxserve.api import files, models, outputs, pages, predictions, problems, stream, webhooks
+from fluxserve.api import files, models, ops, outputs, pages, predictions, problems, stream, webhooks
 from fluxserve.api.auth import KeyCache
 from fluxserve.config import Settings
+from fluxserve.metrics import HttpMetricsMiddleware
 from fluxserve.runtime import Runtime
 from fluxserve.wire import API_PREFIXES
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(router, prefix=prefix)
         app.include_router(stream.router, prefix=prefix)
     app.include_router(pages.router)
+    app.include_router(ops.router)
+    app.add_middleware(HttpMetricsMiddleware, prefixes=API_PREFIXES)
     app.state.templates = pages.templates()
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 

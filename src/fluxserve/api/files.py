@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from fluxserve.api.deps import Call, CallDep
+from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
 from fluxserve.errors import FluxserveError, InvalidRequest, NotFound
 from fluxserve.schema import Timestamp, utcnow
@@ -28,6 +29,7 @@ from fluxserve.service import new_prediction_id
 from fluxserve.store.rows import FileRow
 
 router = APIRouter(tags=["files"])
+_ERRORS = problem_responses({**AUTH_ERRORS, 404: "No such file (or it expired)"})
 PAGE_SIZE = 100
 _COPY_CHUNK = 1024 * 1024
 
@@ -123,6 +125,7 @@ async def _metadata(value: Any) -> dict[str, Any]:
     "/files",
     status_code=201,
     response_model=FileObject,
+    responses=problem_responses({**AUTH_ERRORS, 413: "The file is larger than the server's upload limit"}),
     summary="Upload a file",
     openapi_extra={
         "requestBody": {
@@ -194,7 +197,7 @@ async def create_file(request: Request, c: CallDep) -> Response:
     return json_response(_render(row, c), 201)
 
 
-@router.get("/files", response_model=FilePage, summary="List files")
+@router.get("/files", response_model=FilePage, responses=_ERRORS, summary="List files")
 async def list_files(c: CallDep, cursor: str | None = Query(default=None)) -> Response:
     """The key's unexpired files, newest first."""
     before = None
@@ -219,13 +222,17 @@ async def _owned(c: Call, file_id: str) -> FileRow:
     return row
 
 
-@router.get("/files/{file_id}", response_model=FileObject, summary="Get a file")
+@router.get("/files/{file_id}", response_model=FileObject, responses=_ERRORS, summary="Get a file")
 async def get_file(file_id: str, c: CallDep) -> Response:
     """One of the key's files."""
     return json_response(_render(await _owned(c, file_id), c))
 
 
-@router.get("/files/{file_id}/download", summary="Download a file's content")
+@router.get(
+    "/files/{file_id}/download",
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}, **_ERRORS},
+    summary="Download a file's content",
+)
 async def download_file(file_id: str, request: Request, c: CallDep) -> Response:
     """The file's bytes, with the Content-Type it was uploaded with."""
     row = await _owned(c, file_id)
@@ -240,7 +247,7 @@ async def download_file(file_id: str, request: Request, c: CallDep) -> Response:
     return Response(data, media_type=row.content_type)
 
 
-@router.delete("/files/{file_id}", status_code=204, summary="Delete a file")
+@router.delete("/files/{file_id}", status_code=204, responses=_ERRORS, summary="Delete a file")
 async def delete_file(file_id: str, request: Request, c: CallDep) -> Response:
     """Delete the file and its content."""
     row = await _owned(c, file_id)

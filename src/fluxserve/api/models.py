@@ -7,18 +7,16 @@ from fastapi.responses import Response
 
 from fluxserve.api.deps import CallDep
 from fluxserve.api.links import Links
+from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
 from fluxserve.errors import NotFound
 from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
-from fluxserve.schema import Account, Model, ModelPage, Problem, Version, VersionPage
+from fluxserve.schema import Account, Model, ModelPage, Version, VersionPage
 from fluxserve.service import PredictionService
 
 router = APIRouter(tags=["models"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "No or unknown API key"},
-    404: {"model": Problem, "description": "No such model or version"},
-}
+_ERRORS = problem_responses({**AUTH_ERRORS, 404: "No such model or version"})
 
 
 def _version(spec: ModelSpec) -> Version:

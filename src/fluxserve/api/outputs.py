@@ -6,12 +6,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from fluxserve.api.problems import problem_responses
 from fluxserve.errors import NotFound
 
 router = APIRouter(tags=["outputs"])
 
 
-@router.api_route("/outputs/{prediction_id}/{filename}", methods=["GET", "HEAD"], summary="Download an output file")
+_OUTPUT_RESPONSES = {
+    200: {"description": "The file's bytes", "content": {"image/*": {}, "application/octet-stream": {}}},
+    **problem_responses({404: "No such output file", 422: "Invalid request"}),
+}
+
+
+# One route per method: a GET+HEAD ``api_route`` gives both operations the same operationId (FastAPI
+# warns, and which one the document names first changes from run to run).
+@router.get("/outputs/{prediction_id}/{filename}", responses=_OUTPUT_RESPONSES, summary="Download an output file")
+@router.head("/outputs/{prediction_id}/{filename}", responses=_OUTPUT_RESPONSES, summary="Headers of an output file")
 async def get_output(prediction_id: str, filename: str, request: Request) -> Response:
     """The bytes of an output file, with its image Content-Type (from a directory or S3)."""
     blobs = request.app.state.runtime.blobs

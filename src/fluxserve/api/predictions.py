@@ -12,11 +12,12 @@ from fastapi.responses import Response
 
 from fluxserve.api.body import json_body_schema, parse_json_body
 from fluxserve.api.deps import Call, CallDep
+from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response, render_prediction
 from fluxserve.errors import InvalidRequest
 from fluxserve.lifecycle import Status
 from fluxserve.registry import ModelSpec
-from fluxserve.schema import Prediction, PredictionPage, PredictionRequest, Problem
+from fluxserve.schema import Prediction, PredictionPage, PredictionRequest
 
 router = APIRouter(tags=["predictions"])
 
@@ -25,13 +26,17 @@ PreferHeader = Annotated[
     Header(description="`wait` or `wait=N` (1..60): hold the request until the prediction finishes or N s pass"),
 ]
 
+CancelAfterHeader = Annotated[
+    str | None,
+    Header(
+        alias="Cancel-After",
+        description="Go-style duration (30s, 5m, 1h30m): a prediction not finished by then ends canceled",
+    ),
+]
+
 _WAIT = re.compile(r"^wait(?:\s*=\s*(\d+))?$")
 MAX_WAIT_SECONDS = 60
-_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "No or unknown API key"},
-    404: {"model": Problem, "description": "No such model or prediction"},
-    422: {"model": Problem, "description": "Invalid request or input"},
-}
+_ERRORS = problem_responses({**AUTH_ERRORS, 404: "No such model or prediction", 422: "Invalid request or input"})
 
 
 def parse_prefer_wait(header: str | None) -> tuple[int, str] | None:
@@ -48,14 +53,16 @@ def parse_prefer_wait(header: str | None) -> tuple[int, str] | None:
     return None
 
 
-async def _create(c: Call, spec: ModelSpec, version: str, body: PredictionRequest, prefer: str | None) -> Response:
+async def _create(
+    c: Call, spec: ModelSpec, version: str, body: PredictionRequest, prefer: str | None, cancel_after: str | None
+) -> Response:
     lk = c.links
     wait = parse_prefer_wait(prefer)
     if wait is None:
-        row = await c.svc.create(c.key, spec, version, body, api_base=lk.api)
+        row = await c.svc.create(c.key, spec, version, body, api_base=lk.api, cancel_after=cancel_after)
         return json_response(render_prediction(row, lk), 201)
     seconds, applied = wait
-    row = await c.svc.create(c.key, spec, version, body, wait=seconds, api_base=lk.api)
+    row = await c.svc.create(c.key, spec, version, body, wait=seconds, api_base=lk.api, cancel_after=cancel_after)
     headers = {"Preference-Applied": applied}
     if row.status.is_terminal:
         return json_response(render_prediction(row, lk), 201, headers)
@@ -77,12 +84,17 @@ async def _create(c: Call, spec: ModelSpec, version: str, body: PredictionReques
     openapi_extra=json_body_schema(PredictionRequest),
 )
 async def create_model_prediction(
-    owner: str, name: str, request: Request, c: CallDep, prefer: PreferHeader = None
+    owner: str,
+    name: str,
+    request: Request,
+    c: CallDep,
+    prefer: PreferHeader = None,
+    cancel_after: CancelAfterHeader = None,
 ) -> Response:
     """Create a prediction of ``owner/name``; its ``version`` reads ``"hidden"``."""
     spec = c.svc.model(owner, name)
     body = await parse_json_body(request, PredictionRequest)
-    return await _create(c, spec, "hidden", body, prefer)
+    return await _create(c, spec, "hidden", body, prefer, cancel_after)
 
 
 @router.post(
@@ -96,7 +108,9 @@ async def create_model_prediction(
     summary="Create a prediction of a version",
     openapi_extra=json_body_schema(PredictionRequest),
 )
-async def create_prediction(request: Request, c: CallDep, prefer: PreferHeader = None) -> Response:
+async def create_prediction(
+    request: Request, c: CallDep, prefer: PreferHeader = None, cancel_after: CancelAfterHeader = None
+) -> Response:
     """Create a prediction; ``version`` is a version id, ``owner/name`` or ``owner/name:version_id``."""
     body = await parse_json_body(request, PredictionRequest)
     ref = body.version or body.model
@@ -106,7 +120,7 @@ async def create_prediction(request: Request, c: CallDep, prefer: PreferHeader =
             invalid_fields=[{"type": "required", "field": "version", "description": "version is required"}],
         )
     spec, version = c.svc.resolve_version(ref)
-    return await _create(c, spec, version, body, prefer)
+    return await _create(c, spec, version, body, prefer, cancel_after)
 
 
 @router.get("/predictions/{prediction_id}", response_model=Prediction, responses=_ERRORS, summary="Get a prediction")

@@ -13,8 +13,24 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fluxserve.errors import FluxserveError
+from fluxserve.schema import Problem
 
 log = logging.getLogger("fluxserve.api")
+
+PROBLEM_TYPE = "application/problem+json"
+# What every authenticated route can answer besides its own errors.
+AUTH_ERRORS = {401: "No or unknown API key", 422: "Invalid request (the body names the fields)"}
+
+
+def problem_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries documenting problem+json errors (the body is a :class:`Problem`).
+
+    ``model`` registers the schema (FastAPI files it under ``application/json`` as well); the
+    ``application/problem+json`` entry is the Content-Type the handlers below actually send.
+    """
+    content = {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {code: {"model": Problem, "description": text, "content": content} for code, text in descriptions.items()}
+
 
 _TITLES = {400: "Bad request", 401: "Unauthenticated", 404: "Not found", 405: "Method not allowed"}
 
@@ -31,7 +47,7 @@ def problem_response(
     body: dict[str, Any] = {"title": title, "detail": detail, "status": status}
     if invalid_fields is not None:
         body["invalid_fields"] = invalid_fields
-    return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json", headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=headers)
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:

@@ -21,11 +21,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from fluxserve.api.links import Links, links_for
+from fluxserve.api.problems import problem_responses
 from fluxserve.api.render import render_prediction
 from fluxserve.errors import NotFound
 from fluxserve.lifecycle import Status
 from fluxserve.runtime import Runtime
-from fluxserve.schema import Problem
 from fluxserve.store.rows import PredictionRow
 from fluxserve.watch import find_prediction, follow
 
@@ -143,7 +143,7 @@ async def event_stream(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-sent events: output, logs, error, done"},
-        404: {"model": Problem, "description": "No such prediction"},
+        **problem_responses({404: "No such prediction", 422: "Invalid request"}),
     },
     summary="Stream a prediction's logs and outputs (server-sent events)",
 )

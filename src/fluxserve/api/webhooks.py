@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from fluxserve.api.deps import CallDep
+from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.webhooks import new_secret
 
 router = APIRouter(tags=["webhooks"])
@@ -17,7 +18,12 @@ class WebhookSecret(BaseModel):
     key: str
 
 
-@router.get("/webhooks/default/secret", response_model=WebhookSecret, summary="The webhook signing secret")
+@router.get(
+    "/webhooks/default/secret",
+    response_model=WebhookSecret,
+    responses=problem_responses(AUTH_ERRORS),
+    summary="The webhook signing secret",
+)
 async def default_secret(c: CallDep) -> WebhookSecret:
     """Verify webhook requests with this secret (Standard Webhooks; ``replicate.webhooks.validate``)."""
     return WebhookSecret(key=await c.svc.store.webhook_secret(c.key.id, new_secret()))

@@ -44,7 +44,14 @@ def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    if log_format == "json":
+        from fluxserve.metrics import JsonLogFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+        return
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
@@ -74,7 +81,7 @@ def serve(
         database_url=database_url,
         worker=False if no_worker else None,
     )
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     if settings.demo:
         logging.getLogger("fluxserve").warning(
             "Demo mode: models run tiny random pipelines; the images are noise, not FLUX output."
@@ -84,6 +91,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # JSON logs: uvicorn's loggers propagate to the root handler instead of printing text.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         server_header=False,
         # X-Forwarded-* is honoured by our URL builder only when trust_forwarded_headers is set.
@@ -111,7 +120,7 @@ def worker(
     Point every worker and API replica at the same PostgreSQL URL and the same blob storage.
     """
     settings = _settings(data_dir=data_dir, demo=True if demo else None, database_url=database_url)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:
         from fluxserve.runtime import Runtime

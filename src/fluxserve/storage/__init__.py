@@ -31,6 +31,17 @@ def map_blob_refs(value: Any, to_url: Callable[[str], str]) -> Any:
     return value
 
 
+def blob_keys(value: Any) -> list[str]:
+    """Every blob key referenced in ``value`` (recursively)."""
+    if isinstance(value, str):
+        return [value[len(BLOB_PREFIX) :]] if value.startswith(BLOB_PREFIX) else []
+    if isinstance(value, list):
+        return [k for v in value for k in blob_keys(v)]
+    if isinstance(value, dict):
+        return [k for v in value.values() for k in blob_keys(v)]
+    return []
+
+
 def count_blob_refs(value: Any) -> int:
     """How many blob references ``value`` holds (the prediction's ``image_count``)."""
     if isinstance(value, str):

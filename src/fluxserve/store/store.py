@@ -515,3 +515,54 @@ class Store:
         """Delete the key's file record; False if there was none."""
         stmt = files.delete().where(files.c.id == file_id, files.c.key_id == key_id)
         return await self.db.write(lambda conn: bool(conn.execute(stmt).rowcount))
+
+    # --- deadlines and retention ------------------------------------------------------------------
+
+    async def cancel_queued_past_deadline(self, error: str) -> list[str]:
+        """``starting`` predictions whose deadline passed end ``canceled`` (never run); their ids."""
+        now = utcnow()
+        stmt = (
+            update(predictions)
+            .where(_P.status == Status.STARTING.value, _P.deadline.is_not(None), _P.deadline <= now)
+            .values(status=Status.CANCELED.value, error=error, completed_at=now, cancel_requested=True)
+            .returning(*predictions.c)
+        )
+
+        def query(conn: Connection) -> list[str]:
+            rows = [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
+            _q_outbox(conn, self.on_terminal, rows)
+            return [r.id for r in rows]
+
+        return await self.db.write(query)
+
+    async def predictions_to_purge(self, completed_before: datetime, limit: int) -> list[PredictionRow]:
+        """Terminal predictions completed before ``completed_before`` whose data is still there."""
+        stmt = (
+            select(predictions)
+            .where(
+                _P.status.in_([s.value for s in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)]),
+                _P.completed_at < completed_before,
+                _P.data_removed.is_(False),
+            )
+            .order_by(_P.completed_at)
+            .limit(limit)
+        )
+        return await self.db.read(lambda conn: [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings()])
+
+    async def mark_data_removed(self, prediction_id: str) -> None:
+        """Drop input, output and logs of a terminal prediction; metadata and metrics stay."""
+        stmt = (
+            update(predictions)
+            .where(_P.id == prediction_id)
+            .values(input=None, output=None, logs=None, data_removed=True)
+        )
+        await self.db.write(lambda conn: conn.execute(stmt))
+
+    async def expired_files(self, now: datetime, limit: int) -> list[FileRow]:
+        """Uploaded files past their expiry."""
+        stmt = select(files).where(files.c.expires_at <= now).order_by(files.c.expires_at).limit(limit)
+        return await self.db.read(lambda conn: [FileRow(**r) for r in conn.execute(stmt).mappings().all()])
+
+    async def forget_file(self, file_id: str) -> None:
+        """Delete a file record (its blob is deleted by the caller)."""
+        await self.db.write(lambda conn: conn.execute(files.delete().where(files.c.id == file_id)))

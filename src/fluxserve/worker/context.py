@@ -28,6 +28,8 @@ class RunContext:
         self._bar_started = time.monotonic()
         self._last_step = 0
         self.cancel_event = threading.Event()
+        #: Why the worker (not the user) stopped the prediction, if it did.
+        self.stop_reason: str | None = None
 
     @property
     def output_dir(self) -> Path:

@@ -20,9 +20,11 @@ import httpx
 from fluxserve.config import Settings
 from fluxserve.events import ANY, CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
+from fluxserve.metrics import Metrics
 from fluxserve.netguard import NetPolicy, guarded_client
 from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
 from fluxserve.predictors.inputs import validate_input
+from fluxserve.reaper import DEADLINE_ERROR, RUN_TIME_ERROR
 from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
@@ -38,6 +40,8 @@ RESTART_ERROR = (
     "The server stopped while this prediction was running, so it did not finish. It was not retried "
     "automatically; create it again."
 )
+STOP_DEADLINE = "deadline"
+STOP_RUN_TIME = "run-time limit"
 # Logs are written at most this often while a prediction runs (each write also renews the lease).
 LOG_FLUSH_SECONDS = 0.25
 
@@ -67,8 +71,10 @@ class Worker:
         webhooks: WebhookSender | None = None,
         *,
         models: list[str] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.hub = hub
         self.registry = registry
@@ -113,7 +119,9 @@ class Worker:
         if self.store.dialect != "sqlite":
             return
         for pid in await self.store.fail_processing(RESTART_ERROR):
-            log.warning("prediction %s was running when the server stopped; marked failed", pid)
+            log.warning(
+                "prediction %s was running when the server stopped; marked failed", pid, extra={"prediction_id": pid}
+            )
             self.hub.publish(PREDICTION, pid)
 
     async def register(self) -> None:
@@ -162,7 +170,7 @@ class Worker:
                 try:
                     await self._run(row)
                 except Exception:  # the worker boundary: never let one prediction stop the loop
-                    log.exception("prediction %s: worker error", row.id)
+                    log.exception("prediction %s: worker error", row.id, extra={"prediction_id": row.id})
                 finally:
                     self._busy -= 1
                 # Let whoever waits on the result (Prefer: wait) answer before we look for more work.
@@ -217,10 +225,21 @@ class Worker:
             status = Status.SUCCEEDED
         except PredictionCanceled:
             status = Status.CANCELED
+            if ctx.stop_reason == STOP_DEADLINE:
+                error = DEADLINE_ERROR
+            elif ctx.stop_reason == STOP_RUN_TIME:
+                # Runaway work fails (it is not something the user asked to stop).
+                status, error = Status.FAILED, RUN_TIME_ERROR.format(limit=self.settings.max_run_seconds)
         except WeightsUnavailable as exc:
             error = str(exc)
         except Exception as exc:
-            log.info("prediction %s failed: %s", row.id, exc, exc_info=not isinstance(exc, ValueError))
+            log.info(
+                "prediction %s failed: %s",
+                row.id,
+                exc,
+                exc_info=not isinstance(exc, ValueError),
+                extra={"prediction_id": row.id},
+            )
             error = error_message(exc)
         finally:
             if ctx.output_dir_used:
@@ -242,12 +261,21 @@ class Worker:
         next_heartbeat = loop.time() + heartbeat
         last_write = 0.0
         written_logs = ""
+        # When to stop it: the server's run-time limit, or the prediction's own deadline if sooner.
+        stop_at, stop_reason = loop.time() + self.settings.max_run_seconds, STOP_RUN_TIME
+        if row.deadline is not None:
+            until_deadline = (row.deadline - utcnow()).total_seconds()
+            if loop.time() + until_deadline < stop_at:
+                stop_at, stop_reason = loop.time() + until_deadline, STOP_DEADLINE
         while True:
             if not future.done():
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_heartbeat - loop.time())):
+                    async with asyncio.timeout(max(0.0, min(next_heartbeat, stop_at) - loop.time())):
                         await wake.wait()
             wake.clear()
+            if loop.time() >= stop_at and not ctx.cancel_event.is_set():
+                ctx.stop_reason = stop_reason
+                ctx.cancel_event.set()
             if cancel_asked.fired:
                 cancel_asked.take()
                 if await self.store.cancel_requested(row.id):
@@ -274,14 +302,16 @@ class Worker:
             except Exception as exc:
                 # The database may be restarting: keep predicting and try again at the next
                 # heartbeat. If it stays away past the lease, the reaper fails the prediction.
-                log.warning("prediction %s: heartbeat failed (%s); retrying", row.id, exc)
+                log.warning(
+                    "prediction %s: heartbeat failed (%s); retrying", row.id, exc, extra={"prediction_id": row.id}
+                )
                 last_write = loop.time()
                 next_heartbeat = last_write + min(heartbeat, 1.0)
                 continue
             last_write = loop.time()
             next_heartbeat = last_write + heartbeat
             if cancel is None:
-                log.warning("prediction %s: lease lost; abandoning the result", row.id)
+                log.warning("prediction %s: lease lost; abandoning the result", row.id, extra={"prediction_id": row.id})
                 ctx.cancel_event.set()
                 return _LOST
             if cancel:
@@ -324,8 +354,19 @@ class Worker:
         logs = ctx.text()
         ok = await self._write_terminal(row, token, status, output, logs, error, metrics, completed)
         if not ok:
-            log.warning("prediction %s: lease lost before finishing; result dropped", row.id)
+            log.warning(
+                "prediction %s: lease lost before finishing; result dropped", row.id, extra={"prediction_id": row.id}
+            )
             return
+        if self.metrics is not None:
+            self.metrics.prediction_finished(
+                row.model,
+                status.value,
+                created_at=row.created_at,
+                started_at=row.started_at,
+                completed_at=completed,
+                image_count=metrics.get("image_count"),
+            )
         finished = replace(
             row,
             status=status,
@@ -369,9 +410,16 @@ class Worker:
                 )  # fmt: skip
             except Exception as exc:
                 if loop.time() > give_up:
-                    log.error("prediction %s: could not write its result: %s", row.id, exc)
+                    log.error(
+                        "prediction %s: could not write its result: %s", row.id, exc, extra={"prediction_id": row.id}
+                    )
                     return False
-                log.warning("prediction %s: writing the result failed (%s); retrying", row.id, exc)
+                log.warning(
+                    "prediction %s: writing the result failed (%s); retrying",
+                    row.id,
+                    exc,
+                    extra={"prediction_id": row.id},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

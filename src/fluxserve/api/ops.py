@@ -1,0 +1,88 @@
+"""Operations endpoints, outside the API prefixes and unauthenticated: ``/ready`` and ``/metrics``.
+
+``/health`` (liveness) stays in :mod:`fluxserve.api.app`: it answers without touching anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from fluxserve.metrics import CONTENT_TYPE
+from fluxserve.runtime import Runtime
+
+router = APIRouter(include_in_schema=False)
+log = logging.getLogger("fluxserve.api")
+
+#: Seconds the database may take to answer a readiness probe or a scrape's queue-depth query.
+DATABASE_TIMEOUT = 2.0
+
+
+async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
+    """Whether this process can serve: the database answers and, if it runs a worker, the worker runs."""
+    problems: list[str] = []
+    body: dict[str, Any] = {"status": "ready", "database": "ok"}
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT):
+            await runtime.store.ping()
+            live = await runtime.service.live_workers()
+    except Exception as exc:
+        detail = "timed out" if isinstance(exc, TimeoutError) else (str(exc).splitlines() or [type(exc).__name__])[0]
+        body["database"] = f"unreachable: {detail}"
+        problems.append(f"the database is unreachable ({detail})")
+        live = None
+    alive = runtime.worker_alive
+    if alive is None:
+        body["worker"] = {"enabled": False}
+    else:
+        body["worker"] = {"enabled": True, "alive": alive}
+        if runtime.worker is not None:
+            body["worker"].update(id=runtime.worker.worker_id, busy=runtime.worker.busy)
+        if not alive:
+            problems.append("the worker of this process has stopped")
+    body["models"] = [
+        {"model": spec.ref, "live_workers": None if live is None else live.get(spec.ref, 0)}
+        | ({} if live is None else {"served": live.get(spec.ref, 0) > 0})
+        for spec in runtime.registry
+    ]
+    if problems:
+        body["status"] = "not ready"
+        body["problems"] = problems
+    return not problems, body
+
+
+@router.get("/ready")
+async def ready(request: Request) -> Response:
+    """Readiness for load balancers: 200 when ready, else 503 problem+json saying what is not."""
+    ok, body = await readiness(request.app.state.runtime)
+    headers = {"Cache-Control": "no-store"}
+    if ok:
+        return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+    # problem+json's ``status`` is the HTTP status; the checks follow as extension members.
+    del body["status"]
+    problem = {"title": "Not ready", "detail": "; ".join(body.pop("problems")).capitalize() + ".", "status": 503}
+    return Response(
+        orjson.dumps(problem | body), status_code=503, media_type="application/problem+json", headers=headers
+    )
+
+
+async def _queue_depths(runtime: Runtime) -> dict[str, int]:
+    return {spec.ref: await runtime.store.queued_count(spec.ref) for spec in runtime.registry}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """This process's metrics in the Prometheus text format (queue depth read from the database now)."""
+    runtime: Runtime = request.app.state.runtime
+    depths: dict[str, int] | None
+    try:
+        depths = await asyncio.wait_for(_queue_depths(runtime), DATABASE_TIMEOUT)
+    except Exception as exc:
+        log.warning("metrics: could not read the queue depth: %s", exc)
+        depths = None
+    return Response(runtime.metrics.render(depths), media_type=CONTENT_TYPE)

@@ -1,0 +1,91 @@
+"""Deadlines (Cancel-After), the server's run-time limit, data retention and file expiry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_server
+from tests.support import Server, wait_for
+
+SLOW = "/models/fluxserve-fixtures/slow-steps/predictions"
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_cancel_after_ends_a_running_prediction_canceled(server: Server) -> None:
+    with server.client() as client:
+        created = client.post(
+            SLOW, json={"input": {"steps": 200, "step_seconds": 0.05}}, headers={"Cancel-After": "1s"}
+        ).json()
+        assert abs((_ts(created["deadline"]) - _ts(created["created_at"])).total_seconds() - 1.0) < 0.01
+        done = wait_for(client, created["id"], timeout=10)
+    assert done["status"] == "canceled"  # never "aborted": the official clients cannot parse it
+    assert "deadline" in done["error"]
+    assert done["metrics"]["predict_time"] < 2.5
+
+
+def test_malformed_cancel_after_is_422(server: Server) -> None:
+    with server.client() as client:
+        response = client.post(SLOW, json={"input": {}}, headers={"Cancel-After": "soon"})
+    assert response.status_code == 422
+    assert response.json()["invalid_fields"][0]["field"] == "Cancel-After"
+
+
+@pytest.fixture
+def strict_server(tmp_path: Path, tiny_weights: Path) -> Iterator[Server]:
+    env = {
+        "FLUXSERVE_MAX_RUN_SECONDS": "1.5",
+        "FLUXSERVE_DATA_RETENTION_SECONDS": "2",
+        "FLUXSERVE_FILE_TTL_SECONDS": "2",
+    }
+    server = make_server(tmp_path, tiny_weights, None, extra_env=env).start()
+    yield server
+    server.stop()
+
+
+def test_runaway_predictions_fail_at_the_run_time_limit(strict_server: Server) -> None:
+    with strict_server.client() as client:
+        created = client.post(SLOW, json={"input": {"steps": 100, "step_seconds": 0.05}}).json()
+        done = wait_for(client, created["id"], timeout=10)
+    assert done["status"] == "failed"
+    assert "limit" in done["error"]
+
+
+def test_retention_removes_data_and_files_but_keeps_metadata(strict_server: Server) -> None:
+    with strict_server.client() as client:
+        done = client.post(
+            "/models/fluxserve-fixtures/writes-image/predictions", json={"input": {}}, headers={"Prefer": "wait=10"}
+        ).json()
+        output_url = done["output"][0]
+        assert httpx.get(output_url).status_code == 200
+        uploaded = client.post("/files", files={"content": ("a.txt", b"hello", "text/plain")}).json()
+        removed = wait_for(client, done["id"], timeout=20, until=lambda p: p["data_removed"])
+        assert removed["data_removed"] is True
+        assert (removed["input"], removed["output"], removed["logs"]) == (None, None, None)
+        assert removed["status"] == "succeeded" and removed["metrics"]["image_count"] == 1
+        assert removed["created_at"] == done["created_at"] and removed["completed_at"] == done["completed_at"]
+        assert httpx.get(output_url).status_code == 404
+        deadline = time.monotonic() + 20
+        while client.get(f"/files/{uploaded['id']}").status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get(f"/files/{uploaded['id']}").status_code == 404
+
+
+def test_queued_prediction_past_its_deadline_is_canceled_without_running(tmp_path: Path, tiny_weights: Path) -> None:
+    server = make_server(tmp_path, tiny_weights, None, extra_env={"FLUXSERVE_WORKER": "false"}).start()
+    try:
+        with server.client() as client:
+            created = client.post(SLOW, json={"input": {"steps": 1}}, headers={"Cancel-After": "500ms"}).json()
+            done = wait_for(client, created["id"], timeout=10)
+        assert done["status"] == "canceled" and "deadline" in done["error"]
+        assert done.get("started_at") is None
+    finally:
+        server.stop()
