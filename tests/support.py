@@ -89,6 +89,9 @@ class Server(_Process):
             FLUXSERVE_DATA_DIR=str(self.data_dir),
             FLUXSERVE_POLL_INTERVAL="0.5",
             FLUXSERVE_LOG_LEVEL="info",
+            # Tests poll hard with one key; rate limits get their own test with low limits.
+            FLUXSERVE_RATE_LIMIT_CREATE="100000/minute",
+            FLUXSERVE_RATE_LIMIT_OTHER="1000000/minute",
             HF_HUB_OFFLINE="1",
         )
         if self.database_url:

@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     max_run_seconds: float = Field(
         default=1800, gt=0, description="A prediction running longer than this fails (Replicate: 30 minutes)."
     )
+    rate_limit_create: str = Field(
+        default="600/minute", description="Per key: predictions created (the `limits` notation; Replicate's default)."
+    )
+    rate_limit_other: str = Field(default="3000/minute", description="Per key: every other API request.")
+    rate_limit_storage: str = Field(
+        default="memory://", description="Where rate-limit counters live; redis://host:6379 to share them."
+    )
+    queue_cap: int = Field(
+        default=0, ge=0, description="Per model: queued predictions beyond which create answers 429 (0: no cap)."
+    )
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker's claim on a prediction lasts without a heartbeat."
     )

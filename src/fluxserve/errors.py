@@ -11,10 +11,17 @@ class FluxserveError(Exception):
     status: int = 500
     title: str = "Internal server error"
 
-    def __init__(self, detail: str, *, invalid_fields: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        invalid_fields: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.invalid_fields = invalid_fields
+        self.headers = headers
 
 
 class Unauthenticated(FluxserveError):
@@ -57,3 +64,17 @@ class ServiceUnavailable(FluxserveError):
 
     status = 503
     title = "Service unavailable"
+
+
+class TooManyRequests(FluxserveError):
+    """Over a rate limit or a model's queue cap; carries ``Retry-After``."""
+
+    status = 429
+    title = "Too many requests"
+
+
+class PayloadTooLarge(FluxserveError):
+    """An upload over ``max_upload_bytes``."""
+
+    status = 413
+    title = "Payload too large"

@@ -73,6 +73,7 @@ class Runtime:
             liveness_seconds=settings.lease_seconds,
             max_input_bytes=settings.max_input_bytes,
             on_created=metrics.prediction_created,
+            queue_cap=settings.queue_cap,
         )
         store.on_terminal = terminal_delivery(settings.default_api_base())
         webhooks = WebhookSender(

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound
+from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound, TooManyRequests
 from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
 from fluxserve.predictors.images import sniff_image
@@ -28,6 +28,7 @@ from fluxserve.uris import InputURIError, OwnFile, check_uri_syntax, decode_data
 
 PAGE_SIZE = 100
 LIVE_WORKERS_CACHE_SECONDS = 1.0
+QUEUE_FULL_RETRY_SECONDS = 5
 # Even when no event arrives, a waiter re-reads this often (events can be lost while a database restarts).
 WAIT_RECHECK_SECONDS = 5.0
 NO_WORKER_LOG = (
@@ -133,8 +134,10 @@ class PredictionService:
         liveness_seconds: float = 30.0,
         max_input_bytes: int = 50 * 1024 * 1024,
         on_created: Callable[[str], None] | None = None,
+        queue_cap: int = 0,
     ) -> None:
         self.store = store
+        self.queue_cap = queue_cap
         self.on_created = on_created
         self.max_input_bytes = max_input_bytes
         self.registry = registry
@@ -224,6 +227,12 @@ class PredictionService:
                 "".join(f"- {e['field']}: {e['description']}\n" for e in file_errors), invalid_fields=file_errors
             )
         _check_webhook(request.webhook)
+        if self.queue_cap and await self.store.queued_count(spec.ref) >= self.queue_cap:
+            # Answer now rather than queue forever; clients retry after Retry-After.
+            raise TooManyRequests(
+                f"{spec.ref} already has {self.queue_cap} predictions waiting; try again shortly.",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
+            )
         logs = ""
         if not (await self.live_workers()).get(spec.ref):
             # Queued, not failed: a worker may start later. Say so where the user looks.

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_server
-from tests.support import Server, wait_for
+from tests.support import Server, create_key, wait_for
 
 SLOW = "/models/fluxserve-fixtures/slow-steps/predictions"
 
@@ -87,5 +87,35 @@ def test_queued_prediction_past_its_deadline_is_canceled_without_running(tmp_pat
             done = wait_for(client, created["id"], timeout=10)
         assert done["status"] == "canceled" and "deadline" in done["error"]
         assert done.get("started_at") is None
+    finally:
+        server.stop()
+
+
+def test_rate_limits_and_queue_cap_answer_429_with_retry_after(tmp_path: Path, tiny_weights: Path) -> None:
+    env = {
+        "FLUXSERVE_RATE_LIMIT_CREATE": "3/minute",
+        "FLUXSERVE_RATE_LIMIT_OTHER": "5/minute",
+        "FLUXSERVE_QUEUE_CAP": "2",
+        "FLUXSERVE_WORKER": "false",
+    }
+    server = make_server(tmp_path, tiny_weights, None, extra_env=env).start()
+    try:
+        with server.client() as client:
+            codes = [
+                client.post("/models/fluxserve-fixtures/noop/predictions", json={"input": {}}).status_code
+                for _ in range(3)
+            ]
+            # Two queue up; the third finds the queue at its cap (nothing runs: the worker is off).
+            assert codes == [201, 201, 429]
+            capped = client.post("/models/fluxserve-fixtures/noop/predictions", json={"input": {}})
+            assert capped.status_code == 429  # now over the create limit too
+            assert int(capped.headers["retry-after"]) >= 1
+            assert capped.headers["content-type"] == "application/problem+json"
+            assert "throttled" in capped.json()["detail"]
+            statuses = [client.get("/predictions").status_code for _ in range(6)]
+            assert statuses[:5] == [200] * 5 and statuses[5] == 429
+        other = create_key(server.data_dir, server.env(), name="other")
+        with server.client(other) as client:
+            assert client.get("/predictions").status_code == 200  # limits are per key
     finally:
         server.stop()

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from fluxserve import __version__
 from fluxserve.api import files, models, ops, outputs, pages, predictions, problems, stream, webhooks
 from fluxserve.api.auth import KeyCache
+from fluxserve.api.ratelimit import RateLimiter
 from fluxserve.config import Settings
 from fluxserve.metrics import HttpMetricsMiddleware
 from fluxserve.runtime import Runtime
@@ -29,6 +30,9 @@ def create_app(settings: Settings) -> FastAPI:
         runtime = await Runtime.open(settings, with_worker=settings.worker)
         app.state.runtime = runtime
         app.state.key_cache = KeyCache(runtime.store)
+        app.state.rate_limiter = RateLimiter(
+            settings.rate_limit_create, settings.rate_limit_other, settings.rate_limit_storage
+        )
         if await runtime.store.count_keys() == 0:
             log.warning("No API keys yet. Create one with:  fluxserve keys create --data-dir %s", settings.data_dir)
         log.info(

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from fluxserve.api.auth import current_key
 from fluxserve.api.links import Links, links_for
+from fluxserve.api.ratelimit import RateLimiter
 from fluxserve.runtime import Runtime
 from fluxserve.service import PredictionService
 from fluxserve.store.rows import KeyRow
@@ -30,6 +31,10 @@ class Call:
 async def call(request: Request) -> Call:
     """Authenticate the request (401 without a valid key) and bundle what handlers need."""
     key = await current_key(request)
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        creating = request.method == "POST" and request.url.path.endswith("/predictions")
+        await limiter.check(key.id, creating=creating)
     rt: Runtime = request.app.state.runtime
     return Call(key, rt.service, links_for(request, rt.settings))
 

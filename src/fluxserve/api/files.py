@@ -23,7 +23,7 @@ from starlette.datastructures import UploadFile
 from fluxserve.api.deps import Call, CallDep
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
-from fluxserve.errors import FluxserveError, InvalidRequest, NotFound
+from fluxserve.errors import InvalidRequest, NotFound, PayloadTooLarge
 from fluxserve.schema import Timestamp, utcnow
 from fluxserve.service import new_prediction_id
 from fluxserve.store.rows import FileRow
@@ -32,13 +32,6 @@ router = APIRouter(tags=["files"])
 _ERRORS = problem_responses({**AUTH_ERRORS, 404: "No such file (or it expired)"})
 PAGE_SIZE = 100
 _COPY_CHUNK = 1024 * 1024
-
-
-class PayloadTooLarge(FluxserveError):
-    """The upload is larger than ``max_upload_bytes``."""
-
-    status = 413
-    title = "Payload too large"
 
 
 class FileUrls(BaseModel):

@@ -19,7 +19,11 @@ log = logging.getLogger("fluxserve.api")
 
 PROBLEM_TYPE = "application/problem+json"
 # What every authenticated route can answer besides its own errors.
-AUTH_ERRORS = {401: "No or unknown API key", 422: "Invalid request (the body names the fields)"}
+AUTH_ERRORS = {
+    401: "No or unknown API key",
+    422: "Invalid request (the body names the fields)",
+    429: "Over the key's rate limit (or the model's queue cap); see Retry-After",
+}
 
 
 def problem_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -57,7 +61,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 async def _fluxserve_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FluxserveError)
-    return problem_response(exc.status, exc.title, exc.detail, invalid_fields=exc.invalid_fields)
+    return problem_response(exc.status, exc.title, exc.detail, invalid_fields=exc.invalid_fields, headers=exc.headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> Response:
