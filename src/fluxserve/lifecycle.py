@@ -25,3 +25,7 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+
+#: Why a prediction ended without the user asking: shared by the worker and the housekeeping loop.
+DEADLINE_ERROR = "The prediction was canceled: its deadline (Cancel-After) passed before it finished."
+RUN_TIME_ERROR = "The prediction ran longer than the server's {limit:.0f}-second limit and was stopped."

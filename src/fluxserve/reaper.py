@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from fluxserve.config import Settings
 from fluxserve.events import PREDICTION, EventHub
+from fluxserve.lifecycle import DEADLINE_ERROR
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_keys
 from fluxserve.store.store import Store
@@ -25,8 +26,6 @@ LEASE_LOST_ERROR = (
     "The worker running this prediction was lost (it stopped renewing its lease), so the prediction did not "
     "finish. Create it again."
 )
-DEADLINE_ERROR = "The prediction was canceled: its deadline (Cancel-After) passed before it finished."
-RUN_TIME_ERROR = "The prediction ran longer than the server's {limit:.0f}-second limit and was stopped."
 # Retention runs every this many housekeeping rounds (about a second each).
 RETENTION_EVERY = 10
 # Worker records not refreshed for this many lease periods are deleted.

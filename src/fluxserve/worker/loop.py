@@ -19,12 +19,11 @@ import httpx
 
 from fluxserve.config import Settings
 from fluxserve.events import ANY, CANCEL, PREDICTION, WORK, EventHub, Subscription
-from fluxserve.lifecycle import Status
+from fluxserve.lifecycle import DEADLINE_ERROR, RUN_TIME_ERROR, Status
 from fluxserve.metrics import Metrics
 from fluxserve.netguard import NetPolicy, guarded_client
 from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
 from fluxserve.predictors.inputs import validate_input
-from fluxserve.reaper import DEADLINE_ERROR, RUN_TIME_ERROR
 from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
