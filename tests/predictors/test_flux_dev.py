@@ -205,7 +205,10 @@ def test_cuda_is_bf16_and_offloads_below_48_gib(monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.parametrize(
     ("img2img", "line"),
-    [(True, "img2img not supported with fp8 quantization; running with bf16"), (False, "go_fast is not available yet")],
+    [
+        (True, "img2img not supported with fp8 quantization; running with bf16"),
+        (False, "go_fast is not available (the predictor is not set up); running in bfloat16"),
+    ],
 )
 def test_go_fast_log_lines_on_a_gpu(tmp_path: Path, img2img: bool, line: str) -> None:
     from fluxserve.predictors.flux_dev import IMG2IMG_BF16_ONLY

@@ -7,6 +7,7 @@ and diffusers are imported inside functions only, so importing this module never
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -19,6 +20,8 @@ from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from fluxserve.predictors.base import PredictContext, WeightsUnavailable
+from fluxserve.predictors.fast import FastOptions, FastPath
+from fluxserve.predictors.inputs import ASPECT_RATIOS, MEGAPIXELS, image_size
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +179,8 @@ class DiffusersFluxPredictor:
 
     #: Shown in logs, e.g. "FLUX.1-dev".
     label: ClassVar[str] = "FLUX.1"
+    #: Which :data:`~fluxserve.predictors.fast.DEFAULT_STEPS` entry go_fast uses.
+    fast_family: ClassVar[str] = "schnell"
 
     def __init__(self, weights: str, device: str | None = None) -> None:
         self.weights = weights
@@ -183,7 +188,10 @@ class DiffusersFluxPredictor:
         self.device: str = device or "cpu"
         self.dtype_name: str = "float32"
         self.offloaded = False
+        #: How go_fast is built; None: :meth:`FastOptions.from_env` at setup.
+        self.fast_options: FastOptions | None = None
         self._pipe: Any = None
+        self._fast: FastPath | None = None
 
     def setup(self) -> None:
         """Load the pipeline; raise :class:`WeightsUnavailable` (fast, without a network) if we cannot."""
@@ -216,6 +224,48 @@ class DiffusersFluxPredictor:
             self.dtype_name,
             time.perf_counter() - start,
         )
+        self._setup_fast(pipe)
+
+    def _setup_fast(self, pipe: Any) -> None:
+        """Build the go_fast pipeline (see :mod:`fluxserve.predictors.fast`) and, on a GPU, warm up its shapes."""
+        from fluxserve.predictors import fast
+
+        options = self.fast_options or FastOptions.from_env()  # a bad setting fails setup, with its name
+        try:
+            self._fast = fast.prepare(
+                pipe, family=self.fast_family, on_cuda=self.on_cuda, offloaded=self.offloaded, options=options
+            )
+        except Exception as exc:
+            # go_fast is an optional speed-up: whatever breaks while building it, the bf16 path must still serve.
+            logger.warning("%s: building go_fast failed", self.label, exc_info=True)
+            self._fast = FastPath(reason=f"building it failed: {summarize(exc)}")
+        if not self._fast.available:
+            if self.on_cuda:
+                logger.info("%s: go_fast is not available: %s", self.label, self._fast.reason)
+            return
+        if self.on_cuda and options.warmup != "none":
+            self._fast.warm_up(self._warmup_calls(options.warmup))
+        if self._fast.available:
+            cache = {None: "", True: ", compile cache hit", False: ", compile cache miss"}[self._fast.compile_cache_hit]
+            logger.info(
+                "%s: %s; built in %.1f s%s%s",
+                self.label,
+                self._fast.describe(),
+                self._fast.setup_seconds,
+                f", {self._fast.warmup_summary}" if self._fast.warmup_summary else "",
+                cache,
+            )
+
+    def _warmup_calls(self, scope: str) -> list[tuple[int, dict[str, Any]]]:
+        """``(steps, pipeline kwargs)`` that run every shape this model serves (``scope`` ``one``: 1:1 only)."""
+        return []
+
+    def _pipeline_for(self, go_fast: bool, steps: int) -> tuple[Any, contextlib.AbstractContextManager[None]]:
+        """The pipeline to run a request on, and the context to run it in: go_fast's when asked and built."""
+        pipe = self._require_setup()
+        if go_fast and self._fast is not None and self._fast.available:
+            return self._fast.pipe, self._fast.call(steps)
+        return pipe, contextlib.nullcontext()
 
     @property
     def on_cuda(self) -> bool:
@@ -244,12 +294,16 @@ class DiffusersFluxPredictor:
         seed = pick_seed(inputs.get("seed"))
         ctx.log(f"Using seed: {seed}")
         if inputs.get("go_fast"):
-            if not self.on_cuda:
-                ctx.log(f"go_fast has no effect on CPU; running in {self.dtype_name}")
-            elif bf16_only:
+            fast = self._fast
+            if bf16_only and (self.on_cuda or (fast is not None and fast.available)):
                 ctx.log(bf16_only)
+            elif fast is not None and fast.available:
+                ctx.log(fast.describe(inputs.get("num_inference_steps")))
+            elif not self.on_cuda:
+                ctx.log(f"go_fast has no effect on CPU; running in {self.dtype_name}")
             else:
-                ctx.log(f"go_fast is not available yet; running in {self.dtype_name}")
+                reason = fast.reason if fast is not None else "the predictor is not set up"
+                ctx.log(f"go_fast is not available ({reason}); running in {self.dtype_name}")
         if not inputs.get("disable_safety_checker"):
             ctx.log("No safety checker is configured; images are not filtered.")
         return seed
@@ -267,6 +321,31 @@ def step_callback(ctx: PredictContext, default_total: int) -> Callable[[Any, int
         return kwargs
 
     return on_step_end
+
+
+def flux_warmup_calls(scope: str, *, guidance: float, max_sequence_length: int) -> list[tuple[int, dict[str, Any]]]:
+    """go_fast warm-up for a text-to-image FLUX model: every served size (11 aspect ratios at 1 and 0.25 MP, 1:1
+    at 1 MP first so that an automatic-dynamic compile keeps its static graph for the most common size), then
+    a 2-image batch (dynamo compiles batch 1 and batch > 1 apart). ``scope`` ``one``: 1:1 at 1 MP only."""
+    sizes = [image_size("1:1", "1")]
+    if scope == "all":
+        sizes += [image_size(r, mp) for mp in MEGAPIXELS for r in ASPECT_RATIOS if image_size(r, mp) != sizes[0]]
+    calls = [(2, _warmup_kwargs(w, h, 1, guidance, max_sequence_length)) for w, h in sizes]
+    calls.append((2, _warmup_kwargs(*sizes[0], 2, guidance, max_sequence_length)))
+    return calls
+
+
+def _warmup_kwargs(width: int, height: int, batch: int, guidance: float, max_sequence_length: int) -> dict[str, Any]:
+    return {
+        "prompt": "warm-up",
+        "width": width,
+        "height": height,
+        "guidance_scale": guidance,
+        "num_images_per_prompt": batch,
+        "generator": cpu_generator(0),
+        "max_sequence_length": max_sequence_length,
+        "output_type": "pil",
+    }
 
 
 def cpu_generator(seed: int) -> Any:

@@ -22,6 +22,7 @@ from fluxserve.predictors.common import (
     DiffusersFluxPredictor,
     cpu_generator,
     dtype_kwargs,
+    flux_warmup_calls,
     load_pipeline,
     save_images,
     step_callback,
@@ -80,6 +81,7 @@ class FluxDevPredictor(DiffusersFluxPredictor):
     """
 
     label = "FLUX.1-dev"
+    fast_family = "dev"
 
     def __init__(self, weights: str, device: str | None = None) -> None:
         super().__init__(weights, device)
@@ -96,6 +98,10 @@ class FluxDevPredictor(DiffusersFluxPredictor):
 
     def _after_load(self, pipe: Any) -> None:
         self._img2img = _img2img_from(pipe)
+
+    def _warmup_calls(self, scope: str) -> list[tuple[int, dict[str, Any]]]:
+        # img2img always runs in bf16 (as in cog-flux), so only text to image needs warming.
+        return flux_warmup_calls(scope, guidance=3.0, max_sequence_length=T5_MAX_SEQUENCE_LENGTH)
 
     def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> list[Path]:
         """Generate ``num_outputs`` images and write them to ``ctx.output_dir/out-{i}.{fmt}``.
@@ -125,7 +131,9 @@ class FluxDevPredictor(DiffusersFluxPredictor):
         with torch.inference_mode():
             if init_image is None:
                 width, height = image_size(inputs["aspect_ratio"], inputs["megapixels"])
-                result = pipe(height=height, width=width, **common)
+                text2img, run_context = self._pipeline_for(bool(inputs.get("go_fast")), steps)
+                with run_context:
+                    result = text2img(height=height, width=width, **common)
             else:
                 init_image, strength = self._prepare_img2img(init_image, float(inputs["prompt_strength"]), steps, ctx)
                 try:

@@ -42,7 +42,12 @@ from fluxserve.predictors.common import (
 )
 from fluxserve.predictors.common import hub_reachable as _hub_reachable
 from fluxserve.predictors.images import decode_image
-from fluxserve.predictors.inputs import kontext_image_size, kontext_input_errors, kontext_snap
+from fluxserve.predictors.inputs import (
+    PREFERRED_KONTEXT_RESOLUTIONS,
+    kontext_image_size,
+    kontext_input_errors,
+    kontext_snap,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -107,6 +112,7 @@ class FluxKontextPredictor(DiffusersFluxPredictor):
     """
 
     label = "FLUX.1-Kontext-dev"
+    fast_family = "kontext"
 
     def _load(self, dtype: Any) -> Any:
         # Module-level names are looked up at call time, so tests can replace them.
@@ -117,6 +123,31 @@ class FluxKontextPredictor(DiffusersFluxPredictor):
             hub_reachable=_hub_reachable,
         )
 
+    def _warmup_calls(self, scope: str) -> list[tuple[int, dict[str, Any]]]:
+        """Each preferred resolution with a reference image of the same size (``match_input_image``, the default);
+        1024×1024 first. Other aspect ratios pair these references with table sizes and run on the same graphs."""
+        from PIL import Image as PILImage
+
+        sizes = [(1024, 1024)]
+        if scope == "all":
+            sizes += [s for s in PREFERRED_KONTEXT_RESOLUTIONS if s != (1024, 1024)]
+        calls = []
+        for width, height in sizes:
+            kwargs = {
+                "image": PILImage.new("RGB", (width, height), (127, 127, 127)),
+                "prompt": "warm-up",
+                "width": width,
+                "height": height,
+                "max_area": width * height,
+                "_auto_resize": False,
+                "guidance_scale": 2.5,
+                "generator": cpu_generator(0),
+                "max_sequence_length": T5_MAX_SEQUENCE_LENGTH,
+                "output_type": "pil",
+            }
+            calls.append((2, kwargs))
+        return calls
+
     def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Path:
         """Generate one image and write it to ``ctx.output_dir/output.{fmt}``.
 
@@ -126,7 +157,7 @@ class FluxKontextPredictor(DiffusersFluxPredictor):
         import torch
         from PIL import Image as PILImage
 
-        pipe = self._require_setup()
+        self._require_setup()
         ctx.check_canceled()
         errors = kontext_input_errors(inputs)
         if errors:
@@ -141,7 +172,8 @@ class FluxKontextPredictor(DiffusersFluxPredictor):
         if reference.size != (cond_width, cond_height):
             reference = reference.resize((cond_width, cond_height), PILImage.Resampling.LANCZOS)
         steps = int(inputs["num_inference_steps"])
-        with torch.inference_mode():
+        pipe, run_context = self._pipeline_for(bool(inputs.get("go_fast")), steps)
+        with torch.inference_mode(), run_context:
             result = pipe(
                 image=reference,
                 prompt=inputs["prompt"],

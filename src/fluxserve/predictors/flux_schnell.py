@@ -16,6 +16,7 @@ from fluxserve.predictors.common import (
     DiffusersFluxPredictor,
     cpu_generator,
     dtype_kwargs,
+    flux_warmup_calls,
     load_pipeline,
     save_images,
     step_callback,
@@ -58,6 +59,7 @@ class FluxSchnellPredictor(DiffusersFluxPredictor):
     """
 
     label = "FLUX.1-schnell"
+    fast_family = "schnell"
 
     def _load(self, dtype: Any) -> Any:
         # Module-level names are looked up at call time, so tests can replace them.
@@ -68,17 +70,21 @@ class FluxSchnellPredictor(DiffusersFluxPredictor):
             hub_reachable=_hub_reachable,
         )
 
+    def _warmup_calls(self, scope: str) -> list[tuple[int, dict[str, Any]]]:
+        return flux_warmup_calls(scope, guidance=0.0, max_sequence_length=T5_MAX_SEQUENCE_LENGTH)
+
     def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> list[Path]:
         """Generate ``num_outputs`` images and write them to ``ctx.output_dir/out-{i}.{fmt}``."""
         import torch
 
-        pipe = self._require_setup()
+        self._require_setup()
         ctx.check_canceled()
         seed = self._log_preamble(inputs, ctx)
 
         width, height = image_size(inputs["aspect_ratio"], inputs["megapixels"])
         steps = int(inputs["num_inference_steps"])
-        with torch.inference_mode():
+        pipe, run_context = self._pipeline_for(bool(inputs.get("go_fast")), steps)
+        with torch.inference_mode(), run_context:
             result = pipe(
                 prompt=inputs["prompt"],
                 height=height,

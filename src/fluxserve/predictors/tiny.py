@@ -253,6 +253,37 @@ def _write_t5_tokenizer_files(directory: Path) -> None:
     )
 
 
+def component_configs(kind: TinyKind) -> dict[str, dict[str, Any]]:
+    """Copies of the tiny configs of ``kind``: ``transformer`` (FluxTransformer2DModel), ``vae`` (AutoencoderKL),
+    ``text_encoder`` (CLIPTextConfig), ``text_encoder_2`` (T5Config) and ``scheduler``
+    (FlowMatchEulerDiscreteScheduler). The GPU benchmark builds its ``--tiny`` pipelines from them."""
+    if kind not in _SCHEDULER_BY_KIND:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))}, not {kind!r}")
+    return {
+        "transformer": {**_TRANSFORMER_CONFIG, "guidance_embeds": kind != "schnell"},
+        "vae": dict(_VAE_CONFIG),
+        "text_encoder": dict(_CLIP_CONFIG),
+        "text_encoder_2": dict(_T5_CONFIG),
+        "scheduler": {**_SCHEDULER_COMMON, **_SCHEDULER_BY_KIND[kind]},
+    }
+
+
+def make_tokenizers(directory: Path) -> tuple[Any, Any]:
+    """The tiny CLIP and T5 tokenizers, written from scratch under ``directory`` and loaded from there.
+
+    CLIP: 514 ids, ``model_max_length`` 77; T5: sentencepiece, 219 ids, ``model_max_length`` 512. Every id is
+    below the real models' vocabulary sizes too, so they also drive full-size random-weight encoders.
+    """
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    _write_clip_tokenizer_files(directory / "tokenizer")
+    _write_t5_tokenizer_files(directory / "tokenizer_2")
+    tokenizer = CLIPTokenizer.from_pretrained(str(directory / "tokenizer"))
+    # AutoTokenizer: T5TokenizerFast on transformers 4 (what FluxPipeline expects), T5Tokenizer on 5.
+    tokenizer_2 = AutoTokenizer.from_pretrained(str(directory / "tokenizer_2"))
+    return tokenizer, tokenizer_2
+
+
 def _build_into(directory: Path, kind: TinyKind) -> None:
     """Construct the tiny pipeline and ``save_pretrained`` it into ``directory``."""
     import torch
@@ -263,23 +294,12 @@ def _build_into(directory: Path, kind: TinyKind) -> None:
         FluxPipeline,
         FluxTransformer2DModel,
     )
-    from transformers import (
-        AutoTokenizer,
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTokenizer,
-        T5Config,
-        T5EncoderModel,
-    )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     rng_state = torch.random.get_rng_state()
     try:
         src = directory / "_src"
-        _write_clip_tokenizer_files(src / "tokenizer")
-        _write_t5_tokenizer_files(src / "tokenizer_2")
-        tokenizer = CLIPTokenizer.from_pretrained(str(src / "tokenizer"))
-        # AutoTokenizer: T5TokenizerFast on transformers 4 (what FluxPipeline expects), T5Tokenizer on 5.
-        tokenizer_2 = AutoTokenizer.from_pretrained(str(src / "tokenizer_2"))
+        tokenizer, tokenizer_2 = make_tokenizers(src)
 
         torch.manual_seed(0)
         text_encoder = CLIPTextModel(CLIPTextConfig(**_CLIP_CONFIG))
