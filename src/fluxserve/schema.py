@@ -173,13 +173,32 @@ class VersionPage(BaseModel):
     results: list[Version]
 
 
+class Usage(BaseModel):
+    """What a key used: the figures a gateway bills by (CometAPI reports ``image_count`` and ``predict_time``).
+
+    Counts the key's predictions created in the window ``created_after`` … ``created_before`` (both
+    null: all time). Retention does not change them: status and metrics outlive a prediction's data.
+    """
+
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+    predictions: int = Field(description="Predictions created")
+    succeeded: int
+    failed: int
+    canceled: int
+    in_progress: int = Field(description="Predictions still queued or running")
+    image_count: int = Field(description="Output files of succeeded predictions")
+    predict_time: float = Field(description="Seconds workers spent running the predictions (all statuses)")
+
+
 class Account(BaseModel):
-    """The account behind the key in use."""
+    """The account behind the key in use (Replicate's fields, plus fluxserve's ``usage``)."""
 
     type: Literal["user", "organization"] = "user"
     username: str
     name: str
     github_url: str | None = None
+    usage: Usage | None = None
 
 
 def utcnow() -> datetime:

@@ -121,3 +121,41 @@ async def test_list_is_newest_first_with_keyset_cursor(store: Any) -> None:
     assert [r.id for r in rest] == [rows[1].id, rows[0].id]
     back = await store.list_predictions(key.id, limit=3, after=(rest[0].created_at, rest[0].id))
     assert [r.id for r in back] == [r.id for r in page]
+
+
+async def test_usage_sums_status_images_and_seconds_per_key_and_window(store: Any) -> None:
+    alice, _ = await store.create_key("alice")
+    bob, _ = await store.create_key("bob")
+    done = utcnow()
+    finished = [
+        (Status.SUCCEEDED, {"predict_time": 1.25, "total_time": 2.0, "image_count": 3}),
+        (Status.FAILED, {"predict_time": 0.5, "total_time": 0.6}),
+        (Status.CANCELED, None),  # canceled while queued: never ran, no metrics
+    ]
+    rows = []
+    for i, (status, metrics) in enumerate(finished):
+        row = await _new(store, alice.id, offset_ms=i)
+        if metrics is None:
+            await store.request_cancel(row.id, alice.id)
+        else:
+            claimed = await store.claim(["o/a"], "w", 30)
+            assert await store.finish(
+                claimed.id, claimed.lease_token, status=status, output=None, logs="", error=None,
+                metrics=metrics, completed_at=done,
+            )  # fmt: skip
+        rows.append(row)
+    await _new(store, alice.id, offset_ms=10)  # still queued
+    await _new(store, bob.id)
+    await store.mark_data_removed(rows[0].id)  # retention keeps status and metrics
+
+    usage = await store.usage()
+    mine = usage[alice.id]
+    assert (mine.predictions, mine.succeeded, mine.failed, mine.canceled, mine.in_progress) == (4, 1, 1, 1, 1)
+    assert (mine.image_count, mine.predict_time) == (3, 1.75)
+    assert (usage[bob.id].predictions, usage[bob.id].image_count, usage[bob.id].predict_time) == (1, 0, 0.0)
+    assert set(await store.usage(bob.id)) == {bob.id}
+    window = (await store.usage(alice.id, created_after=rows[0].created_at, created_before=rows[2].created_at))[
+        alice.id
+    ]
+    assert (window.predictions, window.failed, window.predict_time) == (1, 1, 0.5)
+    assert await store.usage(alice.id, created_after=done + timedelta(hours=1)) == {}

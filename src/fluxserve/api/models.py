@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from fluxserve.api.deps import CallDep
 from fluxserve.api.links import Links
+from fluxserve.api.predictions import parse_time
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
 from fluxserve.errors import NotFound
 from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
-from fluxserve.schema import Account, Model, ModelPage, Version, VersionPage
+from fluxserve.schema import Account, Model, ModelPage, Usage, Version, VersionPage
 from fluxserve.service import PredictionService
 
 router = APIRouter(tags=["models"])
 
 _ERRORS = problem_responses({**AUTH_ERRORS, 404: "No such model or version"})
+_ACCOUNT_ERRORS = problem_responses({**AUTH_ERRORS, 422: "created_after or created_before is not an ISO-8601 time"})
 
 
 def _version(spec: ModelSpec) -> Version:
@@ -74,7 +78,24 @@ async def get_version(owner: str, name: str, version_id: str, c: CallDep) -> Res
     return json_response(_version(spec))
 
 
-@router.get("/account", response_model=Account, responses=_ERRORS, summary="The account of the key in use")
-async def get_account(c: CallDep) -> Response:
-    """The key's account (the key's name stands for the user)."""
-    return json_response(Account(username=c.key.name, name=c.key.name))
+@router.get("/account", response_model=Account, responses=_ACCOUNT_ERRORS, summary="The account of the key in use")
+async def get_account(
+    c: CallDep,
+    created_after: Annotated[str | None, Query(description="ISO-8601; usage of predictions created after")] = None,
+    created_before: Annotated[str | None, Query(description="ISO-8601; usage of predictions created before")] = None,
+) -> Response:
+    """The key's account (the key's name stands for the user) and its ``usage``: all time, or in a window."""
+    after, before = parse_time("created_after", created_after), parse_time("created_before", created_before)
+    used = await c.svc.usage(c.key, created_after=after, created_before=before)
+    usage = Usage(
+        created_after=after,
+        created_before=before,
+        predictions=used.predictions,
+        succeeded=used.succeeded,
+        failed=used.failed,
+        canceled=used.canceled,
+        in_progress=used.in_progress,
+        image_count=used.image_count,
+        predict_time=round(used.predict_time, 6),
+    )
+    return json_response(Account(username=c.key.name, name=c.key.name, usage=usage))

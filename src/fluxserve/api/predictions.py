@@ -129,17 +129,20 @@ async def get_prediction(prediction_id: str, c: CallDep) -> Response:
     return json_response(render_prediction(await c.svc.get(c.key, prediction_id), c.links))
 
 
-def _parse_time(name: str, value: str | None) -> datetime | None:
+def parse_time(name: str, value: str | None) -> datetime | None:
+    """An ISO-8601 query parameter as an aware datetime (UTC when no offset is given); 422 when malformed."""
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
+        # Converted here: an offset that pushes it past year 1 or 9999 overflows, and must be a 422, not a 500.
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
         raise InvalidRequest(
             f"{name} must be an ISO-8601 timestamp such as 2026-01-31T12:00:00Z, got {value!r}",
             invalid_fields=[{"type": "format", "field": name, "description": "must be an ISO-8601 timestamp"}],
         ) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 @router.get("/predictions", response_model=PredictionPage, responses=_ERRORS, summary="List predictions")
@@ -154,8 +157,8 @@ async def list_predictions(
     page = await c.svc.list(
         c.key,
         cursor=cursor,
-        created_after=_parse_time("created_after", created_after),
-        created_before=_parse_time("created_before", created_before),
+        created_after=parse_time("created_after", created_after),
+        created_before=parse_time("created_before", created_before),
     )
     filters = {k: v for k, v in (("created_after", created_after), ("created_before", created_before)) if v}
 

@@ -22,6 +22,26 @@ class KeyRow:
 
 
 @dataclass
+class UsageRow:
+    """What one key used: its predictions by status, the images they made and the seconds they ran.
+
+    Read from the predictions' status and ``metrics``, which retention keeps, so it outlives the data.
+    """
+
+    predictions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    canceled: int = 0
+    image_count: int = 0
+    predict_time: float = 0.0
+
+    @property
+    def in_progress(self) -> int:
+        """Predictions not finished yet (queued or running)."""
+        return self.predictions - self.succeeded - self.failed - self.canceled
+
+
+@dataclass
 class PredictionRow:
     """One prediction: the job and its result."""
 

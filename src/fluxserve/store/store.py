@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
 from fluxserve.store.db import Database
-from fluxserve.store.rows import FileRow, KeyRow, PredictionRow
+from fluxserve.store.rows import FileRow, KeyRow, PredictionRow, UsageRow
 from fluxserve.store.tables import api_keys, files, predictions, webhook_deliveries, workers
 
 _P = predictions.c
@@ -220,6 +220,55 @@ class Store:
         """How many predictions of ``model`` exist (a model's ``run_count``)."""
         stmt = select(func.count()).select_from(predictions).where(_P.model == model)
         return await self.db.read(lambda conn: int(conn.execute(stmt).scalar_one()))
+
+    async def usage(
+        self,
+        key_id: str | None = None,
+        *,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[str, UsageRow]:
+        """Usage per key (only ``key_id``'s when given) of the predictions created in the window.
+
+        One aggregate over the predictions table: images and predict seconds are summed from the
+        ``metrics`` JSON the worker wrote at finish. Retention clears input, output and logs but keeps
+        status and metrics, so the figures stay right after the data is gone. A key's rows are found
+        through ``ix_predictions_key_created`` (key_id, created_at), which also serves the window.
+        """
+
+        def by_status(status: Status) -> Any:
+            return func.coalesce(func.sum(case((_P.status == status.value, 1), else_=0)), 0)
+
+        stmt = select(
+            _P.key_id,
+            func.count(),
+            by_status(Status.SUCCEEDED),
+            by_status(Status.FAILED),
+            by_status(Status.CANCELED),
+            func.coalesce(func.sum(_P.metrics["image_count"].as_integer()), 0),
+            func.coalesce(func.sum(_P.metrics["predict_time"].as_float()), 0.0),
+        ).group_by(_P.key_id)
+        if key_id is not None:
+            stmt = stmt.where(_P.key_id == key_id)
+        if created_after is not None:
+            stmt = stmt.where(_P.created_at > created_after)
+        if created_before is not None:
+            stmt = stmt.where(_P.created_at < created_before)
+
+        def query(conn: Connection) -> dict[str, UsageRow]:
+            return {
+                str(r[0]): UsageRow(
+                    predictions=int(r[1]),
+                    succeeded=int(r[2]),
+                    failed=int(r[3]),
+                    canceled=int(r[4]),
+                    image_count=int(r[5]),
+                    predict_time=float(r[6]),
+                )
+                for r in conn.execute(stmt)
+            }
+
+        return await self.db.read(query)
 
     async def list_predictions(
         self,
