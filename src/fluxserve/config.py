@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=1, ge=1, description="Predictions the in-process worker runs at once (1 per GPU)."
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`fluxserve worker` serves /metrics and /health on this port (default: none; 0 picks a free one).",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address the worker's metrics port binds to (0.0.0.0 for a remote Prometheus)."
+    )
     device: str | None = Field(default=None, description="torch device for predictors; default cuda if present.")
     flux_schnell_weights: str = Field(
         default="black-forest-labs/FLUX.1-schnell",
@@ -115,6 +124,11 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
         default="NORMAL",
         description="SQLite synchronous pragma (WAL mode). NORMAL survives process crashes; FULL also power loss.",
+    )
+    models_file: Path | None = Field(
+        default=None,
+        description="TOML file listing the models served here and those forwarded to an upstream Replicate-format "
+        "provider (see README, Gateway). Default: the built-in FLUX models, run locally.",
     )
     extra_models: list[str] = Field(
         default_factory=list,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from fluxserve.predictors.inputs import (
 
 if TYPE_CHECKING:
     from fluxserve.config import Settings
+    from fluxserve.gateway.routes import UpstreamRoute
     from fluxserve.predictors.base import Predictor
     from fluxserve.predictors.tiny import TinyKind
 
@@ -51,6 +52,16 @@ class ModelSpec:
     predictor_factory: PredictorFactory = field(compare=False, repr=False)
     #: Checks across fields (e.g. "exactly one of input_image / input_images"), run at create time.
     input_check: Callable[[dict[str, Any]], list[InvalidField]] | None = field(default=None, compare=False, repr=False)
+    #: The OpenAPI document to publish as is (a forwarded model publishes its upstream's); default: built from inputs.
+    published_schema: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: Predictions of this model a worker runs at once, beside (not instead of) its GPU work. None: the model
+    #: shares the worker's ``worker_concurrency`` slots. Forwarded models set it: they wait on the network.
+    max_concurrency: int | None = None
+    #: Why the model cannot take predictions right now (e.g. its upstream schema could not be fetched); create
+    #: answers 503 with this text.
+    unavailable: str | None = None
+    #: For a forwarded model, the provider's name (shown in the model listing; None for local models).
+    provider: str | None = None
 
     @property
     def ref(self) -> str:
@@ -60,6 +71,8 @@ class ModelSpec:
     @property
     def openapi_schema(self) -> dict[str, Any]:
         """The Cog-style OpenAPI document published as ``latest_version.openapi_schema``."""
+        if self.published_schema is not None:
+            return self.published_schema
         return _cog_openapi(self)
 
     @property
@@ -149,6 +162,8 @@ class Registry:
     def __init__(self, specs: Iterable[ModelSpec]) -> None:
         self._by_ref: dict[str, ModelSpec] = {}
         self._by_version: dict[str, ModelSpec] = {}
+        #: The forwarded models' routes from the models file, by ``owner/name``.
+        self.routes: dict[str, UpstreamRoute] = {}
         for spec in specs:
             self._by_ref[spec.ref] = spec
             self._by_version[spec.version_id] = spec
@@ -167,14 +182,25 @@ class Registry:
         """The model whose current version id is ``version_id``, or None."""
         return self._by_version.get(version_id)
 
+    def replace(self, spec: ModelSpec) -> None:
+        """Swap in a new definition of an already served model (e.g. once its upstream schema arrives)."""
+        old = self._by_ref.get(spec.ref)
+        if old is not None:
+            self._by_version.pop(old.version_id, None)
+        self._by_ref[spec.ref] = spec
+        self._by_version[spec.version_id] = spec
 
-def _pipeline_predictor(module: str, class_name: str, weights_setting: str, tiny_kind: TinyKind) -> PredictorFactory:
-    """A factory for a diffusers predictor: real weights from a setting, or with ``--demo`` a tiny
-    random pipeline of ``tiny_kind`` built once into the data dir (imports happen only when called)."""
+
+def _pipeline_predictor(
+    module: str, class_name: str, weights_setting: str, tiny_kind: TinyKind, weights_override: str | None = None
+) -> PredictorFactory:
+    """A factory for a diffusers predictor: real weights from a setting (or ``weights_override``, from the
+    models file), or with ``--demo`` a tiny random pipeline of ``tiny_kind`` built once into the data dir
+    (imports happen only when called)."""
 
     def factory(settings: Settings) -> Predictor:
         predictor_class = getattr(importlib.import_module(f"fluxserve.predictors.{module}"), class_name)
-        weights = str(getattr(settings, weights_setting))
+        weights = weights_override or str(getattr(settings, weights_setting))
         if settings.demo:
             from fluxserve.predictors.tiny import build_tiny_pipeline
 
@@ -232,9 +258,40 @@ def _load_extra(path: str) -> list[ModelSpec]:
     return specs
 
 
+#: How to rebuild a built-in model's factory with other weights (the models file's ``weights`` key).
+_LOCAL_FACTORIES: dict[str, tuple[str, str, str, TinyKind]] = {
+    FLUX_SCHNELL.ref: ("flux_schnell", "FluxSchnellPredictor", "flux_schnell_weights", "schnell"),
+    FLUX_DEV.ref: ("flux_dev", "FluxDevPredictor", "flux_dev_weights", "dev"),
+    FLUX_KONTEXT_DEV.ref: ("flux_kontext", "FluxKontextPredictor", "flux_kontext_dev_weights", "kontext"),
+}
+
+
 def build_registry(settings: Settings) -> Registry:
-    """The built-in FLUX models plus any ``extra_models`` the settings name."""
+    """The served models: the built-in FLUX models, or those the models file lists (local ones and
+    forwarded ones), plus any ``extra_models`` the settings name.
+
+    Forwarded models start *pending* (``unavailable`` set) until :func:`fluxserve.gateway.models.load_schemas`
+    has fetched their schemas from the provider.
+    """
     specs: list[ModelSpec] = list(BUILTIN_MODELS)
+    upstream: list[UpstreamRoute] = []
+    if settings.models_file is not None:
+        from fluxserve.gateway.models import pending_spec
+        from fluxserve.gateway.routes import load_routes
+
+        builtin = {spec.ref: spec for spec in BUILTIN_MODELS}
+        routes = load_routes(settings.models_file, set(builtin))
+        specs = []
+        for local in routes.local:
+            spec = builtin[local.ref]
+            if local.weights:
+                factory = _pipeline_predictor(*_LOCAL_FACTORIES[local.ref], weights_override=local.weights)
+                spec = replace(spec, predictor_factory=factory)
+            specs.append(spec)
+        upstream = list(routes.upstream)
+        specs.extend(pending_spec(route) for route in upstream)
     for path in settings.extra_models:
         specs.extend(_load_extra(path))
-    return Registry(specs)
+    registry = Registry(specs)
+    registry.routes = {route.ref: route for route in upstream}
+    return registry

@@ -64,6 +64,12 @@ class Runtime:
         await store.migrate()
         hub = EventHub()
         registry = build_registry(settings)
+        if registry.routes:
+            from fluxserve.gateway.models import load_schemas
+
+            pending = await load_schemas(registry, settings.data_dir)
+            if pending:
+                log.warning("%d forwarded model(s) have no schema yet; they answer 503 until it arrives", pending)
         blobs = open_blob_store(settings)
         metrics = Metrics()
         service = PredictionService(
@@ -85,6 +91,12 @@ class Runtime:
             await runtime.bridge.start()
         runtime._tasks.append(asyncio.create_task(maintain(store, hub, blobs, settings), name="fluxserve-reaper"))
         runtime._tasks.append(asyncio.create_task(webhooks.run(), name="fluxserve-webhooks"))
+        if registry.routes:
+            from fluxserve.gateway.models import retry_pending_schemas
+
+            runtime._tasks.append(
+                asyncio.create_task(retry_pending_schemas(registry, settings.data_dir), name="fluxserve-schemas")
+            )
         if with_worker:
             unknown = [m for m in worker_models or [] if registry.get(m) is None]
             if unknown:

@@ -15,14 +15,21 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from fluxserve.errors import InputValidationFailed, InvalidRequest, InvalidVersion, NotFound, TooManyRequests
+from fluxserve.errors import (
+    InputValidationFailed,
+    InvalidRequest,
+    InvalidVersion,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
 from fluxserve.predictors.images import sniff_image
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import PredictionRequest, utcnow
-from fluxserve.store.rows import KeyRow, PredictionRow
+from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow
 from fluxserve.store.store import Store
 from fluxserve.uris import InputURIError, OwnFile, check_uri_syntax, decode_data_uri, own_reference
 
@@ -210,6 +217,8 @@ class PredictionService:
         With ``wait``, hold on up to that many seconds for a terminal state (``Prefer: wait``) and
         return the prediction as it is then.
         """
+        if spec.unavailable:
+            raise ServiceUnavailable(spec.unavailable, headers={"Retry-After": "60"})
         validation = validate_input(spec.inputs, request.input)
         if not validation.errors and spec.input_check is not None:
             validation.errors.extend(spec.input_check(validation.values))
@@ -337,6 +346,13 @@ class PredictionService:
             next_cursor = _encode_cursor("n", rows[-1]) if more else None
             previous_cursor = _encode_cursor("p", rows[0]) if before is not None and rows else None
         return Page(rows, next_cursor, previous_cursor)
+
+    async def usage(
+        self, key: KeyRow, *, created_after: datetime | None = None, created_before: datetime | None = None
+    ) -> UsageRow:
+        """What the key used among the predictions created in the window (all time by default)."""
+        usage = await self.store.usage(key.id, created_after=created_after, created_before=created_before)
+        return usage.get(key.id, UsageRow())
 
     # --- cancel and wait ----------------------------------------------------------------------------
 

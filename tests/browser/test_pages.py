@@ -97,3 +97,39 @@ def test_cancel_with_the_wrong_key_says_so(server: Server, desktop: Any) -> None
     finally:
         with server.client() as http:
             http.post(f"/predictions/{created['id']}/cancel")
+
+
+def test_playground_sends_image_inputs_as_data_uris(server: Server, desktop: Any, tmp_path: Any) -> None:
+    """Kontext's ``input_image`` is one file picker and ``input_images`` (an array of URIs) a multiple one."""
+    from PIL import Image
+
+    paths = []
+    for i, size in enumerate([(40, 30), (20, 30)]):
+        path = tmp_path / f"in-{i}.png"
+        Image.new("RGB", size, (200, 40 * i, 10)).save(path)
+        paths.append(str(path))
+    page = desktop
+    page.goto(f"{server.base}/")
+    page.fill("[data-role=key]", server.key)
+    page.click("text=Use key")
+    ref = "black-forest-labs/flux-kontext-dev"
+    page.wait_for_selector(f"[data-role=model] option[value='{ref}']", state="attached")
+    page.select_option("[data-role=model]", ref)
+    assert page.get_attribute("input#input-input_images", "multiple") is not None
+    assert page.get_attribute("input#input-input_image", "multiple") is None
+    page.fill("textarea#input-prompt", "make it blue")
+    page.set_input_files("input#input-input_images", paths)
+    page.wait_for_function("document.querySelectorAll('[data-field=input_images] img.preview').length === 2")
+    # Catch the create request in the browser: running Kontext is not what this test is about.
+    sent: list[Any] = []
+
+    def capture(route: Any) -> None:
+        sent.append(route.request.post_data_json)
+        route.fulfill(status=422, content_type="application/problem+json", json={"detail": "captured by the test"})
+
+    page.route(f"**/models/{ref}/predictions", capture)
+    page.click("[data-role=run]")
+    page.wait_for_selector("[data-role=run-error]:text('captured by the test')")
+    images = sent[0]["input"]["input_images"]
+    assert len(images) == 2 and all(uri.startswith("data:image/png;base64,") for uri in images)
+    assert "input_image" not in sent[0]["input"]

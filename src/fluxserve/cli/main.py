@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -17,7 +18,8 @@ from fluxserve.cli.run import run
 from fluxserve.config import Settings
 
 if TYPE_CHECKING:
-    from fluxserve.store.rows import KeyRow
+    from fluxserve.runtime import Runtime
+    from fluxserve.store.rows import KeyRow, UsageRow
     from fluxserve.store.store import Store
 
 T = TypeVar("T")
@@ -45,6 +47,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _configure_logging(level: str, log_format: str = "text") -> None:
+    if level.lower() != "debug":
+        # httpx logs every request at INFO; a worker following forwarded predictions polls, which would flood logs.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if log_format == "json":
         from fluxserve.metrics import JsonLogFormatter
 
@@ -114,12 +119,34 @@ def worker(
         bool, typer.Option("--demo", help="Serve tiny random FLUX pipelines built locally: images are noise.")
     ] = False,
     database_url: DatabaseUrl = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve /metrics and /health on this port (env FLUXSERVE_WORKER_METRICS_PORT); default: none.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host",
+            help="Address for --metrics-port (env FLUXSERVE_WORKER_METRICS_HOST); default 127.0.0.1.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a worker process: claim predictions of its models from the database and run them.
 
     Point every worker and API replica at the same PostgreSQL URL and the same blob storage.
     """
-    settings = _settings(data_dir=data_dir, demo=True if demo else None, database_url=database_url)
+    settings = _settings(
+        data_dir=data_dir,
+        demo=True if demo else None,
+        database_url=database_url,
+        worker_metrics_port=metrics_port,
+        worker_metrics_host=metrics_host,
+    )
     _configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:
@@ -131,6 +158,22 @@ def worker(
             loop.add_signal_handler(sig, stop.set)
         runtime = await Runtime.open(settings, with_worker=True, worker_models=model or None)
         assert runtime.worker is not None
+        listener = None
+        if settings.worker_metrics_port is not None:
+            from fluxserve.metrics_http import MetricsListener
+
+            listener = MetricsListener(
+                runtime.metrics,
+                lambda: _worker_health(runtime),
+                host=settings.worker_metrics_host,
+                port=settings.worker_metrics_port,
+            )
+            try:
+                await listener.start()
+            except OSError as exc:
+                await runtime.close()
+                raise ValueError(f"cannot serve metrics on {settings.worker_metrics_host}: {exc}") from exc
+            logging.getLogger("fluxserve").info("worker metrics on %s", listener.url)
         logging.getLogger("fluxserve").info(
             "worker %s serving %s (database %s)",
             runtime.worker.worker_id,
@@ -140,6 +183,8 @@ def worker(
         try:
             await stop.wait()
         finally:
+            if listener is not None:
+                await listener.close()
             await runtime.close()
 
     try:
@@ -147,6 +192,14 @@ def worker(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _worker_health(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
+    """Liveness of a worker process (no database query: a probe must not fail when the database blinks)."""
+    assert runtime.worker is not None
+    alive = bool(runtime.worker_alive)
+    worker = runtime.worker
+    return alive, {"status": "ok" if alive else "worker stopped", "worker": worker.worker_id, "busy": worker.busy}
 
 
 async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
@@ -180,16 +233,98 @@ def _create_key(name: str) -> Callable[[Store], Awaitable[tuple[KeyRow, str]]]:
     return create
 
 
+def _timestamp(value: str | None) -> datetime | None:
+    """An ISO-8601 option (UTC when it has no offset)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected an ISO-8601 timestamp such as 2026-01-31T12:00:00Z, got {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 @keys_app.command("list")
-def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """List API keys (ids and names; the keys themselves are not stored)."""
+def keys_list(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    created_after: Annotated[
+        str | None,
+        typer.Option(
+            "--created-after", help="ISO-8601: count usage of predictions created after this.", show_default=False
+        ),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        typer.Option(
+            "--created-before", help="ISO-8601: count usage of predictions created before this.", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
+) -> None:
+    """List API keys (ids and names; the keys themselves are not stored) with their usage.
 
-    async def fetch(store: Store) -> list[KeyRow]:
-        return await store.list_keys()
+    Usage is what each key's predictions (created in the window; default all time) ran: how many,
+    by status, output images and predict seconds, as GET /v1/account reports it to the key.
+    """
+    from fluxserve.store.rows import UsageRow
 
-    for key in asyncio.run(_with_store(_settings(data_dir=data_dir, database_url=database_url), fetch)):
-        state = "revoked" if key.revoked_at else "active"
-        typer.echo(f"{key.id}  {key.name}  created {key.created_at:%Y-%m-%d %H:%M}Z  {state}")
+    after, before = _timestamp(created_after), _timestamp(created_before)
+
+    async def fetch(store: Store) -> tuple[list[KeyRow], dict[str, UsageRow]]:
+        return await store.list_keys(), await store.usage(created_after=after, created_before=before)
+
+    keys, usage = asyncio.run(_with_store(_settings(data_dir=data_dir, database_url=database_url), fetch))
+    rows = [(key, usage.get(key.id, UsageRow())) for key in keys]
+    if as_json:
+        import orjson
+
+        typer.echo(orjson.dumps([_key_json(key, used) for key, used in rows], option=orjson.OPT_INDENT_2).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "NAME", "CREATED", "STATE"):
+        table.add_column(column, no_wrap=True)
+    for column in ("PREDICTIONS", "SUCCEEDED", "FAILED", "CANCELED", "IMAGES", "PREDICT_TIME"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for key, used in rows:
+        table.add_row(
+            key.id,
+            key.name,
+            f"{key.created_at:%Y-%m-%d %H:%M}Z",
+            "revoked" if key.revoked_at else "active",
+            str(used.predictions),
+            str(used.succeeded),
+            str(used.failed),
+            str(used.canceled),
+            str(used.image_count),
+            f"{used.predict_time:.3f}",
+        )
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped: no terminal width to respect, so keep every cell whole.
+        console = Console(highlight=False, width=240)
+    console.print(table)
+
+
+def _key_json(key: KeyRow, used: UsageRow) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "created_at": key.created_at.isoformat(),
+        "revoked": key.revoked_at is not None,
+        "usage": {
+            "predictions": used.predictions,
+            "succeeded": used.succeeded,
+            "failed": used.failed,
+            "canceled": used.canceled,
+            "in_progress": used.in_progress,
+            "image_count": used.image_count,
+            "predict_time": round(used.predict_time, 6),
+        },
+    }
 
 
 def main() -> None:

@@ -43,6 +43,13 @@ class PredictContext(Protocol):
         """Raise :class:`PredictionCanceled` if the user asked to cancel this prediction."""
         ...
 
+    def set_metric(self, name: str, value: float) -> None:
+        """Report a metric of this prediction (e.g. a forwarded prediction's upstream ``predict_time``).
+
+        Reported metrics are merged into the prediction's ``metrics``, replacing the worker's own value.
+        """
+        ...
+
 
 class Predictor(Protocol):
     """One model's inference code. ``setup`` runs once per process, ``predict`` once per prediction."""

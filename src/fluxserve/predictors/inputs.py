@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FieldType = Literal["string", "integer", "number", "boolean", "uri", "uri_array"]
+#: ``json`` takes any JSON value unchecked: for fields of a forwarded model's schema that the catalog has no
+#: type for (objects, arrays of non-URIs); the upstream validates them.
+FieldType = Literal["string", "integer", "number", "boolean", "uri", "uri_array", "json"]
 
 #: Most images one ``uri_array`` input takes (each is fetched and decoded before the prediction runs).
 MAX_URI_ARRAY_ITEMS = 4
@@ -163,6 +165,8 @@ class InputValidation:
 
 def _check_type(f: InputField, value: Any) -> tuple[Any, str | None]:
     """Coerce ``value`` the way Cog's pydantic does in lax mode; return (value, error or None)."""
+    if f.type == "json":
+        return value, None
     if f.type == "boolean":
         if isinstance(value, bool):
             return value, None
@@ -313,6 +317,8 @@ def cog_input_schema(fields: tuple[InputField, ...]) -> dict[str, dict[str, Any]
             prop.update(type="string", format="uri")
         elif f.type == "uri_array":
             prop.update(type="array", items={"type": "string", "format": "uri"})
+        elif f.type == "json":
+            pass
         else:
             prop["type"] = f.type
         if f.has_default:

@@ -30,6 +30,8 @@ class RunContext:
         self.cancel_event = threading.Event()
         #: Why the worker (not the user) stopped the prediction, if it did.
         self.stop_reason: str | None = None
+        #: Metrics the predictor reported (merged into the prediction's metrics when it finishes).
+        self.metrics: dict[str, float] = {}
 
     @property
     def output_dir(self) -> Path:
@@ -59,6 +61,10 @@ class RunContext:
         """Raise :class:`PredictionCanceled` once the user has canceled."""
         if self.cancel_event.is_set():
             raise PredictionCanceled()
+
+    def set_metric(self, name: str, value: float) -> None:
+        """Record a metric reported by the predictor."""
+        self.metrics[name] = value
 
     def text(self) -> str:
         """The logs so far, one line per entry, newline-terminated."""

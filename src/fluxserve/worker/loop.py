@@ -128,9 +128,19 @@ class Worker:
         await self.store.worker_heartbeat(self.worker_id, socket.gethostname(), self.models)
 
     async def run(self) -> None:
-        """Run until cancelled: ``worker_concurrency`` claim loops plus the liveness heartbeat."""
+        """Run until cancelled: ``worker_concurrency`` claim loops for the local models, one lane per model
+        with its own ``max_concurrency`` (forwarded models), plus the liveness heartbeat."""
         await self.recover()
-        loops = [self._claim_loop() for _ in range(self.settings.worker_concurrency)]
+        local, lanes = [], []
+        for ref in self.models:
+            spec = self.registry.get(ref)
+            if spec is not None and spec.max_concurrency:
+                lanes.append(self._lane_loop([ref], spec.max_concurrency))
+            else:
+                local.append(ref)
+        loops = [*lanes]
+        if local:
+            loops += [self._claim_loop(local) for _ in range(self.settings.worker_concurrency)]
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
             await asyncio.gather(*loops)
@@ -149,31 +159,69 @@ class Worker:
             except Exception as exc:
                 log.warning("worker heartbeat failed: %s", exc)
 
-    async def _claim_loop(self) -> None:
+    async def _claim(self, models: list[str]) -> PredictionRow | None:
+        try:
+            return await self.store.claim(models, self.worker_id, self.settings.lease_seconds)
+        except Exception:
+            log.exception("claim failed; retrying")
+            return None
+
+    async def _claim_loop(self, models: list[str]) -> None:
+        """One prediction at a time: the GPU lane (``worker_concurrency`` of these run side by side)."""
         with self.hub.subscribe(WORK, event=asyncio.Event()) as woken:
             while not self._stopping.is_set():
                 woken.take()
-                try:
-                    row = await self.store.claim(self.models, self.worker_id, self.settings.lease_seconds)
-                except Exception:
-                    log.exception("claim failed; retrying")
-                    row = None
+                row = await self._claim(models)
                 if row is None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(woken.event.wait(), self.settings.poll_interval)
                     continue
-                self.hub.publish(PREDICTION, row.id, row)
-                if self.webhooks is not None:
-                    self.webhooks.event(row, "start")
-                self._busy += 1
-                try:
-                    await self._run(row)
-                except Exception:  # the worker boundary: never let one prediction stop the loop
-                    log.exception("prediction %s: worker error", row.id, extra={"prediction_id": row.id})
-                finally:
-                    self._busy -= 1
+                await self._run_claimed(row)
                 # Let whoever waits on the result (Prefer: wait) answer before we look for more work.
                 await asyncio.sleep(0)
+
+    async def _lane_loop(self, models: list[str], slots: int) -> None:
+        """Up to ``slots`` predictions at once, for models that wait on the network (forwarded ones).
+
+        One loop claims while a slot is free, so an idle lane costs one claim query per wake-up, not ``slots``.
+        """
+        free = asyncio.Semaphore(slots)
+        running: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            free.release()
+
+        with self.hub.subscribe(WORK, event=asyncio.Event()) as woken:
+            while not self._stopping.is_set():
+                await free.acquire()
+                if self._stopping.is_set():
+                    free.release()
+                    break
+                woken.take()
+                row = await self._claim(models)
+                if row is None:
+                    free.release()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.event.wait(), self.settings.poll_interval)
+                    continue
+                task = asyncio.create_task(self._run_claimed(row), name=f"fluxserve-forward-{row.id}")
+                running.add(task)
+                task.add_done_callback(done)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_claimed(self, row: PredictionRow) -> None:
+        self.hub.publish(PREDICTION, row.id, row)
+        if self.webhooks is not None:
+            self.webhooks.event(row, "start")
+        self._busy += 1
+        try:
+            await self._run(row)
+        except Exception:  # the worker boundary: never let one prediction stop the loop
+            log.exception("prediction %s: worker error", row.id, extra={"prediction_id": row.id})
+        finally:
+            self._busy -= 1
 
     # --- one prediction ----------------------------------------------------------------------------
 
@@ -181,8 +229,12 @@ class Worker:
         loaded = self._loaded.setdefault(spec.ref, _Loaded())
         async with loaded.lock:
             if loaded.predictor is None:
-                loop = asyncio.get_running_loop()
-                predictor = await loop.run_in_executor(self._executor, _build_predictor, spec, self.settings)
+                if spec.max_concurrency:
+                    # Not on the GPU lane's threads: a model loading there must not hold up forwarded ones.
+                    predictor = await asyncio.to_thread(_build_predictor, spec, self.settings)
+                else:
+                    loop = asyncio.get_running_loop()
+                    predictor = await loop.run_in_executor(self._executor, _build_predictor, spec, self.settings)
                 loaded.predictor = predictor
             return loaded.predictor
 
@@ -203,6 +255,8 @@ class Worker:
         try:
             if spec is None:
                 raise RuntimeError(f"Model {row.model} is not served by this worker.")
+            if spec.unavailable:
+                raise RuntimeError(spec.unavailable)
             validation = validate_input(spec.inputs, row.input or {})
             if validation.errors:
                 raise ValueError("; ".join(f"{e.field}: {e.description}" for e in validation.errors))
@@ -211,7 +265,13 @@ class Worker:
             with self.hub.subscribe(CANCEL, row.id, event=wake) as cancel_asked:
                 if row.cancel_requested:
                     ctx.cancel_event.set()
-                future = loop.run_in_executor(self._executor, predictor.predict, values, ctx)
+                apredict = getattr(predictor, "apredict", None)
+                future: asyncio.Future[Any]
+                if apredict is not None:
+                    # Network-bound predictors (forwarding) run on the loop; cancel reaches them through ctx.
+                    future = asyncio.ensure_future(apredict(values, ctx))
+                else:
+                    future = loop.run_in_executor(self._executor, predictor.predict, values, ctx)
                 future.add_done_callback(lambda _: wake.set())
                 result = await self._supervise(row, token, future, ctx, wake, cancel_asked)
             if result is _LOST:
@@ -348,6 +408,7 @@ class Worker:
             "predict_time": round((completed - started).total_seconds(), 6),
             "total_time": round((completed - row.created_at).total_seconds(), 6),
         }
+        metrics.update(ctx.metrics)
         if status == Status.SUCCEEDED:
             metrics["image_count"] = count_blob_refs(output)
         logs = ctx.text()

@@ -91,6 +91,7 @@
       return schema.minimum !== undefined && schema.maximum !== undefined ? "slider" : "number";
     }
     if (schema.format === "uri") return "file";
+    if (schema.type === "array" && schema.items && schema.items.format === "uri") return "files";
     return "string";
   }
 
@@ -136,30 +137,40 @@
       number.placeholder = schema.type === "integer" ? "random / default" : "";
       return { element: number, input: number };
     }
-    if (kind === "file") {
-      // No Files API yet: the file travels inline as a data: URI.
+    if (kind === "file" || kind === "files") {
+      // Files travel inline as data: URIs (the form sends one JSON request, like the API's own examples).
+      // "files" (an array of URIs, e.g. Kontext's input_images) takes several, in the order chosen.
       const wrap = document.createElement("div");
       const file = document.createElement("input");
       file.type = "file";
       file.id = id;
       file.accept = "image/*";
-      const preview = document.createElement("img");
-      preview.className = "preview hidden";
-      preview.alt = "";
-      file.addEventListener("change", () => {
-        file.dataset.uri = "";
-        preview.classList.add("hidden");
-        const chosen = file.files && file.files[0];
-        if (!chosen) return;
-        const reader = new FileReader();
-        reader.onload = () => {
-          file.dataset.uri = reader.result;
-          preview.src = reader.result;
-          preview.classList.remove("hidden");
-        };
-        reader.readAsDataURL(chosen);
+      file.multiple = kind === "files";
+      const previews = document.createElement("div");
+      previews.className = "previews";
+      file.uris = [];
+      file.addEventListener("change", async () => {
+        file.uris = [];
+        previews.replaceChildren();
+        const chosen = Array.from(file.files || []);
+        const read = (blob) =>
+          new Promise((resolve, reject) => {
+            const reader = new FileReader();
+            reader.onload = () => resolve(reader.result);
+            reader.onerror = () => reject(reader.error);
+            reader.readAsDataURL(blob);
+          });
+        const uris = await Promise.all(chosen.map(read));
+        file.uris = uris;
+        for (const uri of uris) {
+          const preview = document.createElement("img");
+          preview.className = "preview";
+          preview.alt = "";
+          preview.src = uri;
+          previews.append(preview);
+        }
       });
-      wrap.append(file, preview);
+      wrap.append(file, previews);
       return { element: wrap, input: file };
     }
     const text = document.createElement(name === "prompt" ? "textarea" : "input");
@@ -225,7 +236,9 @@
     for (const { name, kind, schema, input } of current.fields) {
       if (kind === "boolean") values[name] = input.checked;
       else if (kind === "file") {
-        if (input.dataset.uri) values[name] = input.dataset.uri;
+        if (input.uris.length) values[name] = input.uris[0];
+      } else if (kind === "files") {
+        if (input.uris.length) values[name] = input.uris;
       } else if (input.value === "") continue;
       else if (schema.type === "integer") values[name] = parseInt(input.value, 10);
       else if (schema.type === "number") values[name] = parseFloat(input.value);

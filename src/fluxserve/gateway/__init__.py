@@ -1,0 +1,1 @@
+"""Gateway: models forwarded to an upstream Replicate-format provider (Replicate, CometAPI, another fluxserve)."""
