@@ -14,8 +14,8 @@ import logging
 from datetime import timedelta
 
 from fluxserve.config import Settings
-from fluxserve.events import PREDICTION, EventHub
-from fluxserve.lifecycle import DEADLINE_ERROR
+from fluxserve.events import PREDICTION, WORK, EventHub
+from fluxserve.lifecycle import DEADLINE_ERROR, RESUME_NOTE
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_keys
 from fluxserve.store.store import Store
@@ -34,7 +34,12 @@ FORGET_WORKERS_AFTER_LEASES = 20
 
 async def reap_once(store: Store, hub: EventHub) -> list[str]:
     """Fail every ``processing`` prediction whose lease has expired; return their ids."""
-    reaped = await store.fail_processing(LEASE_LOST_ERROR, expired_before=utcnow())
+    now = utcnow()
+    for pid in await store.requeue_resumable(RESUME_NOTE, expired_before=now):
+        log.warning("prediction %s: lease expired; queued to be resumed", pid)
+        hub.publish(PREDICTION, pid)
+        hub.publish(WORK, pid)
+    reaped = await store.fail_processing(LEASE_LOST_ERROR, expired_before=now)
     for pid in reaped:
         log.warning("prediction %s: lease expired; marked failed", pid)
         hub.publish(PREDICTION, pid)

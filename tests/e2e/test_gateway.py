@@ -346,6 +346,24 @@ def test_forwarding_worker_process_on_postgres(
         api.stop()
 
 
+def test_gateway_restart_resumes_the_forwarded_prediction(gw: Gateway) -> None:
+    """kill -9 of the gateway mid-prediction: after restart it follows the same upstream prediction (no second
+    upstream run, no failure), keeping the logs it had."""
+    client = gw.client()
+    prediction = client.models.predictions.create(model="gw/slow", input={"steps": 60, "step_seconds": 0.05})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (prediction.logs and "/60" in prediction.logs):
+        time.sleep(0.1)
+        prediction.reload()
+    gw.gateway.stop(signal.SIGKILL)
+    gw.gateway.start()
+    prediction.wait()
+    assert prediction.status == "succeeded" and prediction.output == ["done 60 steps"]
+    assert prediction.logs is not None and "it will be resumed" in prediction.logs
+    assert prediction.logs.startswith("Using seed: 0\n")  # the first run's mirrored lines are kept
+    assert sum(1 for p in gw.upstream_predictions() if p["input"].get("steps") == 60) == 1
+
+
 def test_upstream_restart_mid_prediction(gw: Gateway) -> None:
     """Runs last in this module: it kills the upstream. The upstream's restart policy fails the prediction
     it was running; the gateway follows through the outage and reports that failure, naming the provider."""

@@ -159,3 +159,26 @@ async def test_usage_sums_status_images_and_seconds_per_key_and_window(store: An
     ]
     assert (window.predictions, window.failed, window.predict_time) == (1, 1, 0.5)
     assert await store.usage(alice.id, created_after=done + timedelta(hours=1)) == {}
+
+
+async def test_predictions_with_a_checkpoint_are_requeued_not_failed(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    resumable = await _new(store, key.id)
+    plain = await _new(store, key.id, offset_ms=1)
+    first = await store.claim(["o/a"], "w1", 0.01)
+    second = await store.claim(["o/a"], "w1", 0.01)
+    assert (first.id, second.id) == (resumable.id, plain.id)
+    await store.update_running(resumable.id, first.lease_token, lease_seconds=0.01, logs="line one\n",
+                               checkpoint={"upstream_id": "abc"})  # fmt: skip
+    await asyncio.sleep(0.05)
+    now = utcnow()
+    assert await store.requeue_resumable("resuming", expired_before=now) == [resumable.id]
+    assert await store.fail_processing("lost", expired_before=now) == [plain.id]
+    requeued = await store.get_prediction(resumable.id)
+    assert requeued.status == Status.STARTING and requeued.lease_token is None
+    assert requeued.logs == "line one\nresuming\n"
+    again = await store.claim(["o/a"], "w2", 30)
+    assert again.id == resumable.id and again.checkpoint == {"upstream_id": "abc"} and again.attempts == 2
+    # The old worker's lease is gone: its writes no longer land.
+    assert await store.update_running(resumable.id, first.lease_token, lease_seconds=30) is None
+    assert (await store.get_prediction(plain.id)).status == Status.FAILED

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from fluxserve.gateway.routes import Provider, UpstreamRoute
+from fluxserve.lifecycle import STOP_LEASE_LOST
 from fluxserve.netguard import NetPolicy, UnsafeURL, check_url, guarded_client
 from fluxserve.predictors.base import PredictContext, PredictionCanceled
 from fluxserve.predictors.images import sniff_image
@@ -80,12 +81,22 @@ class UpstreamPredictor:
     async def apredict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
         """Forward one prediction and return its output with every file replaced by a local Path."""
         async with self._clients() as (api, other):
-            payload = {k: await self._input_value(api, k, v) for k, v in inputs.items() if v is not None}
-            created = await self._create(api, payload, ctx)
-            upstream_id = str(created.get("id", ""))
-            log.info("forwarded to %s (%s) as prediction %s", self.provider.name, self.provider.base_url, upstream_id)
+            created = await self._resume(api, ctx)
+            if created is None:
+                payload = {k: await self._input_value(api, k, v) for k, v in inputs.items() if v is not None}
+                created = await self._create(api, payload, ctx)
+                upstream_id = str(created.get("id", ""))
+                # Saved with the prediction: if this process dies, the next worker follows this upstream
+                # prediction instead of failing ours (and the user paying twice for a re-run).
+                ctx.checkpoint({"base_url": self.provider.base_url, "upstream_id": upstream_id})
+                log.info(
+                    "forwarded to %s (%s) as prediction %s", self.provider.name, self.provider.base_url, upstream_id
+                )
             final = await self._follow(api, other, created, ctx)
             status = final.get("status")
+            if getattr(ctx, "stop_reason", None) == STOP_LEASE_LOST:
+                # Another worker owns this prediction now; it is still running upstream for that worker.
+                raise PredictionCanceled()
             if _canceled(ctx) or status == "canceled":
                 raise PredictionCanceled()
             if status != "succeeded":
@@ -186,6 +197,34 @@ class UpstreamPredictor:
             raise UpstreamError(f"{self._name()} answered the upload of {field} without urls.get")
         return url
 
+    # --- create or resume --------------------------------------------------------------------------------
+
+    async def _resume(self, api: httpx.AsyncClient, ctx: PredictContext) -> dict[str, Any] | None:
+        """The upstream prediction a previous run of ours created (from its checkpoint), or None."""
+        saved = ctx.resume_data or {}
+        upstream_id = saved.get("upstream_id")
+        if not isinstance(upstream_id, str) or saved.get("base_url") != self.provider.base_url:
+            return None
+        url = f"{self.provider.base_url}/predictions/{upstream_id}"
+        give_up = time.monotonic() + self.provider.unreachable_seconds
+        delay = 0.5
+        while True:
+            try:
+                response = await api.get(url)
+            except httpx.HTTPError as exc:
+                if time.monotonic() + delay > give_up:
+                    raise UpstreamError(
+                        f"{self._name()} could not be reached to resume prediction {upstream_id}: {type(exc).__name__}"
+                    ) from exc
+                await self._sleep(delay, ctx)
+                delay = min(delay * 2, 10.0)
+                continue
+            if response.status_code != 200:
+                raise UpstreamError(self._describe(response, f"resuming prediction {upstream_id}"))
+            state: dict[str, Any] = response.json()
+            log.info("resuming upstream prediction %s at %s", upstream_id, self.provider.name)
+            return state
+
     # --- create ------------------------------------------------------------------------------------------
 
     async def _create(self, api: httpx.AsyncClient, payload: dict[str, Any], ctx: PredictContext) -> dict[str, Any]:
@@ -238,7 +277,12 @@ class UpstreamPredictor:
         upstream_id = str(state["id"])
         poll_url = f"{self.provider.base_url}/predictions/{upstream_id}"
         mirror = _LogMirror(ctx)
-        mirror.update(state.get("logs"))
+        logs_now = state.get("logs")
+        if ctx.resume_data and isinstance(logs_now, str):
+            # Resumed: our logs already hold what the previous run mirrored (up to its last write); go on from
+            # the upstream's present lines rather than repeat them. Lines from the outage itself are skipped.
+            mirror.seen = logs_now.rfind("\n") + 1
+        mirror.update(logs_now)
         wake = asyncio.Event()
         stream_task: asyncio.Task[None] | None = None
         stream_url = (state.get("urls") or {}).get("stream")
@@ -249,6 +293,8 @@ class UpstreamPredictor:
         cancel_sent_at: float | None = None
         try:
             while state.get("status") not in _TERMINAL:
+                if getattr(ctx, "stop_reason", None) == STOP_LEASE_LOST:
+                    break
                 if _canceled(ctx):
                     if cancel_sent_at is None:
                         cancel_sent_at = time.monotonic()

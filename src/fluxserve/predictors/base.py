@@ -43,6 +43,19 @@ class PredictContext(Protocol):
         """Raise :class:`PredictionCanceled` if the user asked to cancel this prediction."""
         ...
 
+    @property
+    def resume_data(self) -> dict[str, Any] | None:
+        """The last :meth:`checkpoint` of this prediction saved by a process that died, or None."""
+        ...
+
+    def checkpoint(self, data: dict[str, Any]) -> None:
+        """Save ``data`` (JSON) with the prediction, so a worker taking over after a crash can resume.
+
+        Written with the next heartbeat (within a quarter of a second). A prediction with a checkpoint is
+        put back in the queue, not failed, when its process dies; the next run gets it as :attr:`resume_data`.
+        """
+        ...
+
     def set_metric(self, name: str, value: float) -> None:
         """Report a metric of this prediction (e.g. a forwarded prediction's upstream ``predict_time``).
 

@@ -69,6 +69,7 @@ class PredictionRow:
     worker_id: str | None = None
     attempts: int = 0
     api_base: str | None = None
+    checkpoint: dict[str, Any] | None = None
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> PredictionRow:

@@ -336,6 +336,7 @@ class Store:
         lease_seconds: float,
         logs: str | None = None,
         output: Any = _UNSET,
+        checkpoint: dict[str, Any] | None = None,
     ) -> bool | None:
         """Heartbeat plus progress: renew the lease and write logs/output, only while we hold the lease.
 
@@ -347,6 +348,8 @@ class Store:
             values["logs"] = logs
         if output is not _UNSET:
             values["output"] = output
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
         stmt = (
             update(predictions)
             .where(_P.id == prediction_id, _P.lease_token == lease_token, _P.status == Status.PROCESSING.value)
@@ -398,6 +401,30 @@ class Store:
             return True
 
         return await self.db.write(query)
+
+    async def requeue_resumable(self, note: str, *, expired_before: datetime | None = None) -> list[str]:
+        """Put ``processing`` predictions that saved a checkpoint back in the queue; return their ids.
+
+        The next worker to claim one resumes it from its checkpoint (a forwarded prediction keeps
+        following its upstream prediction). ``note`` is appended to its logs. ``expired_before`` as in
+        :meth:`fail_processing`, which handles the rows without a checkpoint.
+        """
+        where = [_P.status == Status.PROCESSING.value, _P.checkpoint.is_not(None)]
+        if expired_before is not None:
+            where.append(_P.lease_expires_at < expired_before)
+        stmt = (
+            update(predictions)
+            .where(*where)
+            .values(
+                status=Status.STARTING.value,
+                logs=func.coalesce(_P.logs, "") + note + "\n",
+                lease_token=None,
+                lease_expires_at=None,
+                worker_id=None,
+            )
+            .returning(_P.id)
+        )
+        return await self.db.write(lambda conn: [r[0] for r in conn.execute(stmt).all()])
 
     async def fail_processing(self, error: str, *, expired_before: datetime | None = None) -> list[str]:
         """Fail ``processing`` predictions whose worker is gone; return their ids.

@@ -88,6 +88,8 @@ predictions = Table(
     # The API base the creating request used (e.g. https://h/replicate/v1): webhook bodies carry
     # the same URLs that client saw.
     Column("api_base", Text, nullable=True),
+    # What the predictor needs to resume after its process died (a forwarded prediction's upstream id).
+    Column("checkpoint", JSON(none_as_null=True), nullable=True),
     Index("ix_predictions_queue", "status", "model", "created_at"),
     Index("ix_predictions_key_created", "key_id", "created_at", "id"),
 )

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -19,11 +20,18 @@ class RunContext:
     a function that wakes its event-loop side, which writes logs to the store.
     """
 
-    def __init__(self, output_dir: Path, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        output_dir: Path,
+        on_change: Callable[[], None],
+        resume_data: dict[str, Any] | None = None,
+        earlier_logs: str = "",
+    ) -> None:
         self._output_dir = output_dir
         self.output_dir_used = False
         self._on_change = on_change
-        self._lines: list[str] = []
+        # A resumed prediction keeps the logs of its earlier run (the worker rewrites the whole text).
+        self._lines: list[str] = earlier_logs.splitlines()
         self._lock = threading.Lock()
         self._bar_started = time.monotonic()
         self._last_step = 0
@@ -32,6 +40,8 @@ class RunContext:
         self.stop_reason: str | None = None
         #: Metrics the predictor reported (merged into the prediction's metrics when it finishes).
         self.metrics: dict[str, float] = {}
+        self._resume_data = resume_data
+        self._checkpoint: dict[str, Any] | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -61,6 +71,29 @@ class RunContext:
         """Raise :class:`PredictionCanceled` once the user has canceled."""
         if self.cancel_event.is_set():
             raise PredictionCanceled()
+
+    @property
+    def resume_data(self) -> dict[str, Any] | None:
+        """The checkpoint a previous run of this prediction saved, if it is being resumed."""
+        return self._resume_data
+
+    def checkpoint(self, data: dict[str, Any]) -> None:
+        """Ask the worker to save ``data`` with the prediction (at its next write)."""
+        with self._lock:
+            self._checkpoint = dict(data)
+        self._on_change()
+
+    def take_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint waiting to be written, if any (the worker's side)."""
+        with self._lock:
+            data, self._checkpoint = self._checkpoint, None
+            return data
+
+    def restore_checkpoint(self, data: dict[str, Any]) -> None:
+        """Put back a checkpoint whose write failed, unless a newer one arrived meanwhile."""
+        with self._lock:
+            if self._checkpoint is None:
+                self._checkpoint = data
 
     def set_metric(self, name: str, value: float) -> None:
         """Record a metric reported by the predictor."""

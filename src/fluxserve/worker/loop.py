@@ -19,7 +19,7 @@ import httpx
 
 from fluxserve.config import Settings
 from fluxserve.events import ANY, CANCEL, PREDICTION, WORK, EventHub, Subscription
-from fluxserve.lifecycle import DEADLINE_ERROR, RUN_TIME_ERROR, Status
+from fluxserve.lifecycle import DEADLINE_ERROR, RESUME_NOTE, RUN_TIME_ERROR, STOP_LEASE_LOST, Status
 from fluxserve.metrics import Metrics
 from fluxserve.netguard import NetPolicy, guarded_client
 from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
@@ -117,6 +117,11 @@ class Worker:
         """
         if self.store.dialect != "sqlite":
             return
+        for pid in await self.store.requeue_resumable(RESUME_NOTE):
+            log.warning(
+                "prediction %s was running when the server stopped; resuming it", pid, extra={"prediction_id": pid}
+            )
+            self.hub.publish(PREDICTION, pid)
         for pid in await self.store.fail_processing(RESTART_ERROR):
             log.warning(
                 "prediction %s was running when the server stopped; marked failed", pid, extra={"prediction_id": pid}
@@ -250,7 +255,8 @@ class Worker:
         def on_log() -> None:
             loop.call_soon_threadsafe(wake.set)
 
-        ctx = RunContext(scratch, on_log)
+        resumed = row.checkpoint is not None
+        ctx = RunContext(scratch, on_log, resume_data=row.checkpoint, earlier_logs=(row.logs or "") if resumed else "")
         status, output, error = Status.FAILED, None, None
         try:
             if spec is None:
@@ -343,7 +349,8 @@ class Worker:
                 return future.result()
             logs = ctx.text()
             now = loop.time()
-            if logs == written_logs and now < next_heartbeat:
+            checkpoint = ctx.take_checkpoint()
+            if logs == written_logs and now < next_heartbeat and checkpoint is None:
                 continue
             if logs != written_logs and now - last_write < LOG_FLUSH_SECONDS:
                 # Coalesce bursts of log lines into one write (but stop waiting if the predictor ends).
@@ -357,8 +364,11 @@ class Worker:
                     token,
                     lease_seconds=self.settings.lease_seconds,
                     logs=logs if logs != written_logs else None,
+                    checkpoint=checkpoint,
                 )
             except Exception as exc:
+                if checkpoint is not None:
+                    ctx.restore_checkpoint(checkpoint)
                 # The database may be restarting: keep predicting and try again at the next
                 # heartbeat. If it stays away past the lease, the reaper fails the prediction.
                 log.warning(
@@ -371,6 +381,7 @@ class Worker:
             next_heartbeat = last_write + heartbeat
             if cancel is None:
                 log.warning("prediction %s: lease lost; abandoning the result", row.id, extra={"prediction_id": row.id})
+                ctx.stop_reason = STOP_LEASE_LOST
                 ctx.cancel_event.set()
                 return _LOST
             if cancel:
