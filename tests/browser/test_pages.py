@@ -119,7 +119,9 @@ def test_playground_sends_image_inputs_as_data_uris(server: Server, desktop: Any
     assert page.get_attribute("input#input-input_image", "multiple") is None
     page.fill("textarea#input-prompt", "make it blue")
     page.set_input_files("input#input-input_images", paths)
-    page.wait_for_function("document.querySelectorAll('[data-field=input_images] img.preview').length === 2")
+    previews = page.locator("[data-field=input_images] img.preview")
+    previews.nth(1).wait_for(state="attached")
+    assert previews.count() == 2
     # Catch the create request in the browser: running Kontext is not what this test is about.
     sent: list[Any] = []
 
