@@ -34,12 +34,11 @@ FORGET_WORKERS_AFTER_LEASES = 20
 
 async def reap_once(store: Store, hub: EventHub) -> list[str]:
     """Fail every ``processing`` prediction whose lease has expired; return their ids."""
-    now = utcnow()
-    for pid in await store.requeue_resumable(RESUME_NOTE, expired_before=now):
+    requeued, reaped = await store.release_processing(LEASE_LOST_ERROR, RESUME_NOTE, expired_before=utcnow())
+    for pid in requeued:
         log.warning("prediction %s: lease expired; queued to be resumed", pid)
         hub.publish(PREDICTION, pid)
         hub.publish(WORK, pid)
-    reaped = await store.fail_processing(LEASE_LOST_ERROR, expired_before=now)
     for pid in reaped:
         log.warning("prediction %s: lease expired; marked failed", pid)
         hub.publish(PREDICTION, pid)

@@ -191,24 +191,29 @@ class Registry:
         self._by_version[spec.version_id] = spec
 
 
-def _pipeline_predictor(
-    module: str, class_name: str, weights_setting: str, tiny_kind: TinyKind, weights_override: str | None = None
-) -> PredictorFactory:
-    """A factory for a diffusers predictor: real weights from a setting (or ``weights_override``, from the
-    models file), or with ``--demo`` a tiny random pipeline of ``tiny_kind`` built once into the data dir
-    (imports happen only when called)."""
+@dataclass(frozen=True)
+class PipelineFactory:
+    """Builds a diffusers predictor: real weights from a setting (or ``weights_override``, from the models
+    file), or with ``--demo`` a tiny random pipeline of ``tiny_kind`` built once into the data dir (imports
+    happen only when called)."""
 
-    def factory(settings: Settings) -> Predictor:
-        predictor_class = getattr(importlib.import_module(f"fluxserve.predictors.{module}"), class_name)
-        weights = weights_override or str(getattr(settings, weights_setting))
+    module: str
+    class_name: str
+    weights_setting: str
+    tiny_kind: TinyKind
+    weights_override: str | None = None
+
+    def __call__(self, settings: Settings) -> Predictor:
+        """Import the predictor class and build it for ``settings``."""
+        predictor_class = getattr(importlib.import_module(f"fluxserve.predictors.{self.module}"), self.class_name)
+        weights = self.weights_override or str(getattr(settings, self.weights_setting))
         if settings.demo:
             from fluxserve.predictors.tiny import build_tiny_pipeline
 
-            weights = str(build_tiny_pipeline(settings.demo_weights_dir / f"flux-{tiny_kind}", kind=tiny_kind))
+            tiny_dir = settings.demo_weights_dir / f"flux-{self.tiny_kind}"
+            weights = str(build_tiny_pipeline(tiny_dir, kind=self.tiny_kind))
         predictor: Predictor = predictor_class(weights=weights, device=settings.device)
         return predictor
-
-    return factory
 
 
 FLUX_SCHNELL = ModelSpec(
@@ -217,7 +222,7 @@ FLUX_SCHNELL = ModelSpec(
     description="The fastest image generation model tailored for local development and personal use",
     inputs=FLUX_SCHNELL_INPUTS,
     output_schema=URI_LIST_OUTPUT,
-    predictor_factory=_pipeline_predictor("flux_schnell", "FluxSchnellPredictor", "flux_schnell_weights", "schnell"),
+    predictor_factory=PipelineFactory("flux_schnell", "FluxSchnellPredictor", "flux_schnell_weights", "schnell"),
 )
 
 
@@ -227,7 +232,7 @@ FLUX_DEV = ModelSpec(
     description="A 12 billion parameter rectified flow transformer capable of generating images from text descriptions",
     inputs=FLUX_DEV_INPUTS,
     output_schema=URI_LIST_OUTPUT,
-    predictor_factory=_pipeline_predictor("flux_dev", "FluxDevPredictor", "flux_dev_weights", "dev"),
+    predictor_factory=PipelineFactory("flux_dev", "FluxDevPredictor", "flux_dev_weights", "dev"),
 )
 
 
@@ -237,9 +242,7 @@ FLUX_KONTEXT_DEV = ModelSpec(
     description="Open-weight version of FLUX.1 Kontext",
     inputs=FLUX_KONTEXT_DEV_INPUTS,
     output_schema=URI_OUTPUT,
-    predictor_factory=_pipeline_predictor(
-        "flux_kontext", "FluxKontextPredictor", "flux_kontext_dev_weights", "kontext"
-    ),
+    predictor_factory=PipelineFactory("flux_kontext", "FluxKontextPredictor", "flux_kontext_dev_weights", "kontext"),
     input_check=kontext_input_errors,
 )
 
@@ -256,14 +259,6 @@ def _load_extra(path: str) -> list[ModelSpec]:
         if not isinstance(spec, ModelSpec):
             raise TypeError(f"{path} must name a ModelSpec or a list of them, not {type(spec).__name__}")
     return specs
-
-
-#: How to rebuild a built-in model's factory with other weights (the models file's ``weights`` key).
-_LOCAL_FACTORIES: dict[str, tuple[str, str, str, TinyKind]] = {
-    FLUX_SCHNELL.ref: ("flux_schnell", "FluxSchnellPredictor", "flux_schnell_weights", "schnell"),
-    FLUX_DEV.ref: ("flux_dev", "FluxDevPredictor", "flux_dev_weights", "dev"),
-    FLUX_KONTEXT_DEV.ref: ("flux_kontext", "FluxKontextPredictor", "flux_kontext_dev_weights", "kontext"),
-}
 
 
 def build_registry(settings: Settings) -> Registry:
@@ -285,7 +280,8 @@ def build_registry(settings: Settings) -> Registry:
         for local in routes.local:
             spec = builtin[local.ref]
             if local.weights:
-                factory = _pipeline_predictor(*_LOCAL_FACTORIES[local.ref], weights_override=local.weights)
+                assert isinstance(spec.predictor_factory, PipelineFactory)
+                factory = replace(spec.predictor_factory, weights_override=local.weights)
                 spec = replace(spec, predictor_factory=factory)
             specs.append(spec)
         upstream = list(routes.upstream)

@@ -104,7 +104,7 @@ async def test_reaper_fails_only_expired_leases(store: Any) -> None:
     short = await store.claim(["o/a"], "w", 0.01)
     long = await store.claim(["o/a"], "w", 60)
     await asyncio.sleep(0.05)
-    reaped = await store.fail_processing("lost", expired_before=utcnow())
+    _, reaped = await store.release_processing("lost", "resuming", expired_before=utcnow())
     assert reaped == [short.id]
     assert (await store.get_prediction(short.id)).status == Status.FAILED
     assert (await store.get_prediction(long.id)).status == Status.PROCESSING
@@ -172,8 +172,9 @@ async def test_predictions_with_a_checkpoint_are_requeued_not_failed(store: Any)
                                checkpoint={"upstream_id": "abc"})  # fmt: skip
     await asyncio.sleep(0.05)
     now = utcnow()
-    assert await store.requeue_resumable("resuming", expired_before=now) == [resumable.id]
-    assert await store.fail_processing("lost", expired_before=now) == [plain.id]
+    requeued, failed = await store.release_processing("lost", "resuming", expired_before=now)
+    assert requeued == [resumable.id]
+    assert failed == [plain.id]
     requeued = await store.get_prediction(resumable.id)
     assert requeued.status == Status.STARTING and requeued.lease_token is None
     assert requeued.logs == "line one\nresuming\n"

@@ -32,7 +32,6 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from fluxserve.gateway.routes import Provider, UpstreamRoute
-from fluxserve.lifecycle import STOP_LEASE_LOST
 from fluxserve.netguard import NetPolicy, UnsafeURL, check_url, guarded_client
 from fluxserve.predictors.base import PredictContext, PredictionCanceled
 from fluxserve.predictors.images import sniff_image
@@ -94,7 +93,7 @@ class UpstreamPredictor:
                 )
             final = await self._follow(api, other, created, ctx)
             status = final.get("status")
-            if getattr(ctx, "stop_reason", None) == STOP_LEASE_LOST:
+            if ctx.lost:
                 # Another worker owns this prediction now; it is still running upstream for that worker.
                 raise PredictionCanceled()
             if _canceled(ctx) or status == "canceled":
@@ -293,7 +292,7 @@ class UpstreamPredictor:
         cancel_sent_at: float | None = None
         try:
             while state.get("status") not in _TERMINAL:
-                if getattr(ctx, "stop_reason", None) == STOP_LEASE_LOST:
+                if ctx.lost:
                     break
                 if _canceled(ctx):
                     if cancel_sent_at is None:

@@ -44,6 +44,15 @@ class PredictContext(Protocol):
         ...
 
     @property
+    def lost(self) -> bool:
+        """True once this process no longer owns the prediction (its lease passed to another worker).
+
+        :meth:`check_canceled` raises then too; a predictor with side effects elsewhere (a forwarded
+        prediction) must stop without undoing them, since the next worker resumes from its checkpoint.
+        """
+        ...
+
+    @property
     def resume_data(self) -> dict[str, Any] | None:
         """The last :meth:`checkpoint` of this prediction saved by a process that died, or None."""
         ...

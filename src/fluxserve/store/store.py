@@ -402,56 +402,41 @@ class Store:
 
         return await self.db.write(query)
 
-    async def requeue_resumable(self, note: str, *, expired_before: datetime | None = None) -> list[str]:
-        """Put ``processing`` predictions that saved a checkpoint back in the queue; return their ids.
+    async def release_processing(
+        self, error: str, note: str, *, expired_before: datetime | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Take ``processing`` predictions away from a worker that is gone; return (requeued ids, failed ids).
 
-        The next worker to claim one resumes it from its checkpoint (a forwarded prediction keeps
-        following its upstream prediction). ``note`` is appended to its logs. ``expired_before`` as in
-        :meth:`fail_processing`, which handles the rows without a checkpoint.
-        """
-        where = [_P.status == Status.PROCESSING.value, _P.checkpoint.is_not(None)]
-        if expired_before is not None:
-            where.append(_P.lease_expires_at < expired_before)
-        stmt = (
-            update(predictions)
-            .where(*where)
-            .values(
-                status=Status.STARTING.value,
-                logs=func.coalesce(_P.logs, "") + note + "\n",
-                lease_token=None,
-                lease_expires_at=None,
-                worker_id=None,
-            )
-            .returning(_P.id)
-        )
-        return await self.db.write(lambda conn: [r[0] for r in conn.execute(stmt).all()])
+        Those that saved a checkpoint go back to ``starting`` with ``note`` appended to their logs: the next
+        worker resumes them (a forwarded prediction keeps following its upstream run). The others fail with
+        ``error`` (and their terminal webhook joins the outbox), in the same transaction.
 
-    async def fail_processing(self, error: str, *, expired_before: datetime | None = None) -> list[str]:
-        """Fail ``processing`` predictions whose worker is gone; return their ids.
-
-        With ``expired_before``, only those whose lease expired before then (the reaper); without it,
-        every ``processing`` row (start-up recovery of the single-process SQLite deployment).
+        With ``expired_before``, only rows whose lease expired before then (the reaper); without it, every
+        ``processing`` row (start-up recovery of the single-process SQLite deployment).
         """
         where = [_P.status == Status.PROCESSING.value]
         if expired_before is not None:
             where.append(_P.lease_expires_at < expired_before)
-        stmt = (
+        released = {"lease_token": None, "lease_expires_at": None}
+        requeue = (
+            update(predictions)
+            .where(*where, _P.checkpoint.is_not(None))
+            .values(status=Status.STARTING.value, logs=func.coalesce(_P.logs, "") + note + "\n", worker_id=None,
+                    **released)
+            .returning(_P.id)
+        )  # fmt: skip
+        fail = (
             update(predictions)
             .where(*where)
-            .values(
-                status=Status.FAILED.value,
-                error=error,
-                completed_at=utcnow(),
-                lease_token=None,
-                lease_expires_at=None,
-            )
+            .values(status=Status.FAILED.value, error=error, completed_at=utcnow(), **released)
             .returning(*predictions.c)
         )
 
-        def query(conn: Connection) -> list[str]:
-            rows = [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
-            _q_outbox(conn, self.on_terminal, rows)
-            return [r.id for r in rows]
+        def query(conn: Connection) -> tuple[list[str], list[str]]:
+            requeued = [r[0] for r in conn.execute(requeue).all()]
+            failed = [PredictionRow.from_mapping(r) for r in conn.execute(fail).mappings().all()]
+            _q_outbox(conn, self.on_terminal, failed)
+            return requeued, [r.id for r in failed]
 
         return await self.db.write(query)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fluxserve.lifecycle import STOP_LEASE_LOST
 from fluxserve.predictors.base import PredictionCanceled
 
 
@@ -71,6 +72,11 @@ class RunContext:
         """Raise :class:`PredictionCanceled` once the user has canceled."""
         if self.cancel_event.is_set():
             raise PredictionCanceled()
+
+    @property
+    def lost(self) -> bool:
+        """Whether the worker gave this prediction up because its lease passed to another worker."""
+        return self.stop_reason == STOP_LEASE_LOST
 
     @property
     def resume_data(self) -> dict[str, Any] | None:

@@ -113,16 +113,18 @@ class Worker:
 
         One process owns a SQLite database, so a row still ``processing`` at start belongs to a
         process that died. It is failed, not re-run: a half-run prediction may already have sent
-        webhooks or shown output, and a silent second run would charge the user twice.
+        webhooks or shown output, and a silent second run would charge the user twice. A row that saved a
+        checkpoint (a forwarded prediction) is put back in the queue instead, to be resumed from it.
         """
         if self.store.dialect != "sqlite":
             return
-        for pid in await self.store.requeue_resumable(RESUME_NOTE):
+        requeued, failed = await self.store.release_processing(RESTART_ERROR, RESUME_NOTE)
+        for pid in requeued:
             log.warning(
                 "prediction %s was running when the server stopped; resuming it", pid, extra={"prediction_id": pid}
             )
             self.hub.publish(PREDICTION, pid)
-        for pid in await self.store.fail_processing(RESTART_ERROR):
+        for pid in failed:
             log.warning(
                 "prediction %s was running when the server stopped; marked failed", pid, extra={"prediction_id": pid}
             )
