@@ -93,6 +93,10 @@ class Server(_Process):
             FLUXSERVE_RATE_LIMIT_CREATE="100000/minute",
             FLUXSERVE_RATE_LIMIT_OTHER="1000000/minute",
             HF_HUB_OFFLINE="1",
+            # Most tests start a server per test: load models at first use (the development mode) so that
+            # each start does not build and load every tiny FLUX pipeline. tests/e2e/test_model_lifecycle.py
+            # covers the default (preload everything before claiming).
+            FLUXSERVE_PRELOAD="none",
         )
         if self.database_url:
             env["FLUXSERVE_DATABASE_URL"] = self.database_url
@@ -184,6 +188,8 @@ class WorkerProcess(_Process):
             FLUXSERVE_EXTRA_MODELS=FIXTURE_MODELS,
             FLUXSERVE_POLL_INTERVAL="0.5",
             HF_HUB_OFFLINE="1",
+            # Named models preload (the default); a worker of every model loads each at first use (see Server).
+            **({} if self.models else {"FLUXSERVE_PRELOAD": "none"}),
             **self.extra_env,
         )
         args = [*FLUXSERVE, "worker", "--demo", "--data-dir", str(self.data_dir), "--database-url", self.database_url]

@@ -115,6 +115,23 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker's claim on a prediction lasts without a heartbeat."
     )
+    preload: str = Field(
+        default="all",
+        description="Models a worker loads at start, before it claims their predictions: all, none (each loads "
+        "at its first prediction; for development) or a comma-separated list of owner/name.",
+    )
+    gpu_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory budget for resident models (default: the GPU's memory, or RAM on a CPU host). Least "
+        "recently used models are moved to CPU RAM or dropped to keep within it.",
+    )
+    swap_after_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="A worker prefers predictions of models it holds in memory, unless another model's oldest "
+        "queued prediction has waited this long.",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="On shutdown, how long running predictions may take to finish."
     )

@@ -82,7 +82,7 @@ async def maintain(store: Store, hub: EventHub, blobs: BlobStore, settings: Sett
             await expire_deadlines(store, hub)
             if rounds % max(1, round(settings.lease_seconds / 3 / interval)) == 0:
                 await reap_once(store, hub)
-                await store.forget_workers(
+                await store.workers.forget(
                     utcnow() - timedelta(seconds=settings.lease_seconds * FORGET_WORKERS_AFTER_LEASES)
                 )
             # Short retention periods (tests, demos) are honoured to the second; long ones checked every 10 s.

@@ -19,7 +19,7 @@ from fluxserve.storage import BlobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.store.store import Store
 from fluxserve.webhooks import WebhookSender, terminal_delivery
-from fluxserve.worker.loop import Worker
+from fluxserve.worker.loop import NothingLoaded, Worker
 
 log = logging.getLogger("fluxserve")
 
@@ -36,6 +36,15 @@ def open_blob_store(settings: Settings) -> BlobStore:
             region=settings.s3_region,
         )
     return LocalBlobStore(settings.resolved_blob_dir())
+
+
+def _report_worker_end(task: asyncio.Task[None]) -> None:
+    """Log why a worker stopped by itself (this also retrieves its exception)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("the worker stopped: %s", exc, exc_info=not isinstance(exc, NothingLoaded))
 
 
 @dataclass
@@ -56,9 +65,18 @@ class Runtime:
     _worker_task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, *, with_worker: bool, worker_models: list[str] | None = None) -> Runtime:
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        with_worker: bool,
+        worker_models: list[str] | None = None,
+        exit_if_nothing_loads: bool = False,
+    ) -> Runtime:
         """Connect, migrate, bridge events across processes (PostgreSQL), start housekeeping and,
-        when asked, a worker for ``worker_models`` (default: every model)."""
+        when asked, a worker for ``worker_models`` (default: every model). With ``exit_if_nothing_loads``
+        (a worker process), the worker stops with :class:`~fluxserve.worker.loop.NothingLoaded` when none
+        of its models loads."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store.connect(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
         await store.migrate()
@@ -104,11 +122,28 @@ class Runtime:
                 known = ", ".join(spec.ref for spec in registry)
                 raise ValueError(f"unknown model(s) {', '.join(unknown)}; this build serves {known}")
             runtime.worker = Worker(
-                settings, store, hub, registry, blobs, webhooks, models=worker_models, metrics=metrics
+                settings,
+                store,
+                hub,
+                registry,
+                blobs,
+                webhooks,
+                models=worker_models,
+                metrics=metrics,
+                exit_if_nothing_loads=exit_if_nothing_loads,
             )
             await runtime.worker.register()
             runtime._worker_task = asyncio.create_task(runtime.worker.run(), name="fluxserve-worker")
+            runtime._worker_task.add_done_callback(_report_worker_end)
         return runtime
+
+    async def worker_ended(self) -> BaseException | None:
+        """Wait until this process's worker stops by itself; what stopped it (None: it returned)."""
+        assert self._worker_task is not None
+        await asyncio.wait({self._worker_task})
+        if self._worker_task.cancelled():
+            return None
+        return self._worker_task.exception()
 
     @property
     def worker_alive(self) -> bool | None:

@@ -137,6 +137,17 @@ class Version(BaseModel):
     openapi_schema: dict[str, Any]
 
 
+class ModelWorker(BaseModel):
+    """One model's state on one worker (fluxserve extension)."""
+
+    worker: str
+    state: Literal["loading", "ready", "offloaded", "unloaded", "failed"] | None
+    since: datetime | None = Field(None, description="When the model entered this state")
+    seconds: float | None = Field(None, description="Seconds in this state so far (how long a load has taken)")
+    load_seconds: float | None = Field(None, description="How long its last load or swap-in took")
+    error: str | None = None
+
+
 class Model(BaseModel):
     """A model as ``GET /models/{owner}/{name}`` returns it."""
 
@@ -155,6 +166,15 @@ class Model(BaseModel):
     is_official: bool = True
     live_workers: int = Field(0, description="Running workers that serve this model (fluxserve extension)")
     queued_predictions: int = Field(0, description="Predictions waiting for a worker (fluxserve extension)")
+    state: Literal["ready", "loading", "failed", "no_worker"] = Field(
+        "no_worker",
+        description="Whether the model takes predictions now: ready (some worker runs it), loading, failed (every "
+        "worker serving it failed to load it; see error) or no_worker (fluxserve extension)",
+    )
+    workers: list[ModelWorker] = Field(
+        default_factory=list, description="The model's state on each live worker that serves it (fluxserve extension)"
+    )
+    error: str | None = Field(None, description="Why the model failed to load, when state is failed")
 
 
 class ModelPage(BaseModel):

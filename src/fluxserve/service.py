@@ -25,11 +25,12 @@ from fluxserve.errors import (
 )
 from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
+from fluxserve.modelstate import Availability, summarize
 from fluxserve.predictors.images import sniff_image
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import PredictionRequest, utcnow
-from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow
+from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow, WorkerRow
 from fluxserve.store.store import Store
 from fluxserve.uris import InputURIError, OwnFile, check_uri_syntax, decode_data_uri, own_reference
 
@@ -42,6 +43,7 @@ NO_WORKER_LOG = (
     "Waiting for a worker: no running worker serves {model} right now. "
     "The prediction stays queued and starts when one does.\n"
 )
+LOADING_LOG = "Waiting for {model} to load on a worker; the prediction starts once it is ready.\n"
 log = logging.getLogger("fluxserve.service")
 # How long a cancel request waits for the worker to stop, so the response usually reads "canceled".
 CANCEL_SETTLE_SECONDS = 1.0
@@ -150,18 +152,19 @@ class PredictionService:
         self.registry = registry
         self.hub = hub
         self.liveness_seconds = liveness_seconds
-        self._served: tuple[float, dict[str, int]] = (-1.0, {})
+        self._workers: tuple[float, list[WorkerRow]] = (-1.0, [])
 
-    async def live_workers(self) -> dict[str, int]:
-        """How many live workers serve each model (cached for a second: create calls this)."""
+    async def live_workers(self) -> list[WorkerRow]:
+        """The live workers as they last reported (cached for a second: create calls this)."""
         now = asyncio.get_running_loop().time()
-        if now - self._served[0] > LIVE_WORKERS_CACHE_SECONDS:
-            counts: dict[str, int] = {}
-            for _wid, models in await self.store.live_workers(utcnow() - timedelta(seconds=self.liveness_seconds)):
-                for model in models:
-                    counts[model] = counts.get(model, 0) + 1
-            self._served = (now, counts)
-        return self._served[1]
+        if now - self._workers[0] > LIVE_WORKERS_CACHE_SECONDS:
+            live = await self.store.workers.live(utcnow() - timedelta(seconds=self.liveness_seconds))
+            self._workers = (now, live)
+        return self._workers[1]
+
+    async def availability(self, model: str) -> Availability:
+        """Whether ``model`` can take predictions: its state on every live worker."""
+        return summarize(model, await self.live_workers())
 
     # --- model resolution ----------------------------------------------------------------------------
 
@@ -243,10 +246,19 @@ class PredictionService:
                 headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
             )
         logs = ""
-        if not (await self.live_workers()).get(spec.ref):
+        available = await self.availability(spec.ref)
+        if available.state == "failed":
+            # Every worker serving it failed to load it: queuing would only fail later, so say why now.
+            raise ServiceUnavailable(
+                f"Model {spec.ref} could not be loaded on any worker: {available.error}",
+                headers={"Retry-After": "60"},
+            )
+        if available.state == "no_worker":
             # Queued, not failed: a worker may start later. Say so where the user looks.
             logs = NO_WORKER_LOG.format(model=spec.ref)
             log.warning("prediction queued for %s, which no live worker serves", spec.ref)
+        elif available.state == "loading":
+            logs = LOADING_LOG.format(model=spec.ref)
         created_at = utcnow()
         deadline = deadline_from_header(cancel_after, created_at)
         row = PredictionRow(

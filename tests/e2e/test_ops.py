@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fluxserve.api.ops import ready
+from fluxserve.modelstate import Availability
 from fluxserve.predictors.fixtures import ALL
 from tests.conftest import make_server
 from tests.support import Server, wait_for
@@ -55,7 +56,11 @@ def test_ready_reports_database_worker_and_models(ops_server: Server) -> None:
     assert (body["status"], body["database"]) == ("ready", "ok")
     assert body["worker"]["enabled"] is True and body["worker"]["alive"] is True
     models = {m["model"]: m for m in body["models"]}
-    assert models[NOOP] == {"model": NOOP, "live_workers": 1, "served": True}
+    noop = models[NOOP]
+    assert (noop["live_workers"], noop["served"], noop["state"]) == (1, True, "ready")
+    # The test servers load lazily (FLUXSERVE_PRELOAD=none): noop waits, unloaded, for its first prediction.
+    assert [w["state"] for w in noop["workers"]] == ["unloaded"]
+    assert noop["workers"][0]["worker"] == body["worker"]["id"]
 
 
 def test_metrics_count_predictions_images_and_http(ops_server: Server) -> None:
@@ -122,13 +127,14 @@ class _Store:
 
 
 def _runtime(*, ping_error: Exception | None = None, worker_alive: bool | None = True) -> Any:
-    async def live_workers() -> dict[str, int]:
-        return {NOOP: 1}
+    async def availability(model: str) -> Availability:
+        return Availability("ready", [{"worker": "w1", "state": "ready"}])
 
-    worker = SimpleNamespace(worker_id="w1", busy=0) if worker_alive is not None else None
+    manager = SimpleNamespace(states=lambda: {NOOP: {"state": "ready", "error": None}})
+    worker = SimpleNamespace(worker_id="w1", busy=0, model_manager=manager) if worker_alive is not None else None
     return SimpleNamespace(
         store=_Store(ping_error),
-        service=SimpleNamespace(live_workers=live_workers),
+        service=SimpleNamespace(availability=availability),
         registry=list(ALL),
         worker=worker,
         worker_alive=worker_alive,

@@ -14,7 +14,7 @@ from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
 from fluxserve.errors import NotFound
 from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
-from fluxserve.schema import Account, Model, ModelPage, Usage, Version, VersionPage
+from fluxserve.schema import Account, Model, ModelPage, ModelWorker, Usage, Version, VersionPage
 from fluxserve.service import PredictionService
 
 router = APIRouter(tags=["models"])
@@ -33,8 +33,12 @@ def _version(spec: ModelSpec) -> Version:
 
 
 async def _model(spec: ModelSpec, svc: PredictionService, lk: Links) -> Model:
+    available = await svc.availability(spec.ref)
     return Model(
-        live_workers=(await svc.live_workers()).get(spec.ref, 0),
+        live_workers=available.live_workers,
+        state=available.state,
+        workers=[ModelWorker.model_validate(entry) for entry in available.workers],
+        error=available.error,
         queued_predictions=await svc.store.queued_count(spec.ref),
         url=f"{lk.origin}/?model={spec.ref}",
         owner=spec.owner,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fluxserve.metrics import CONTENT_TYPE
+from fluxserve.modelstate import Availability
 from fluxserve.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
@@ -30,7 +31,7 @@ async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
     try:
         async with asyncio.timeout(DATABASE_TIMEOUT):
             await runtime.store.ping()
-            live = await runtime.service.live_workers()
+            live = {spec.ref: await runtime.service.availability(spec.ref) for spec in runtime.registry}
     except Exception as exc:
         detail = "timed out" if isinstance(exc, TimeoutError) else (str(exc).splitlines() or [type(exc).__name__])[0]
         body["database"] = f"unreachable: {detail}"
@@ -45,15 +46,34 @@ async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
             body["worker"].update(id=runtime.worker.worker_id, busy=runtime.worker.busy)
         if not alive:
             problems.append("the worker of this process has stopped")
-    body["models"] = [
-        {"model": spec.ref, "live_workers": None if live is None else live.get(spec.ref, 0)}
-        | ({} if live is None else {"served": live.get(spec.ref, 0) > 0})
-        for spec in runtime.registry
-    ]
+    body["models"] = [_model_readiness(spec.ref, None if live is None else live[spec.ref]) for spec in runtime.registry]
+    if runtime.worker is not None:
+        # This process's own worker is ready once its models have loaded (like a model server's readiness);
+        # a model that failed is reported above, and makes the process unready only if nothing loaded.
+        states = runtime.worker.model_manager.states()
+        problems += [f"{ref} is loading on this worker" for ref, s in states.items() if s["state"] == "loading"]
+        failed = {ref: s["error"] for ref, s in states.items() if s["state"] == "failed"}
+        if failed and len(failed) == len(states):
+            problems += [f"{ref} failed to load on this worker: {error}" for ref, error in failed.items()]
     if problems:
         body["status"] = "not ready"
         body["problems"] = problems
     return not problems, body
+
+
+def _model_readiness(ref: str, available: Availability | None) -> dict[str, Any]:
+    if available is None:
+        return {"model": ref, "live_workers": None}
+    entry: dict[str, Any] = {
+        "model": ref,
+        "live_workers": available.live_workers,
+        "served": available.serving,
+        "state": available.state,
+        "workers": available.workers,
+    }
+    if available.error:
+        entry["error"] = available.error
+    return entry
 
 
 @router.get("/ready")

@@ -156,7 +156,9 @@ def worker(
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runtime = await Runtime.open(settings, with_worker=True, worker_models=model or None)
+        runtime = await Runtime.open(
+            settings, with_worker=True, worker_models=model or None, exit_if_nothing_loads=True
+        )
         assert runtime.worker is not None
         listener = None
         if settings.worker_metrics_port is not None:
@@ -180,12 +182,18 @@ def worker(
             ", ".join(runtime.worker.models),
             runtime.store.dialect,
         )
+        stopped = asyncio.create_task(stop.wait())
+        ended = asyncio.create_task(runtime.worker_ended())
         try:
-            await stop.wait()
+            await asyncio.wait({stopped, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stopped.cancel()
             if listener is not None:
                 await listener.close()
             await runtime.close()
+        if ended.done() and ended.result() is not None:
+            # Nothing could be loaded (or the loop broke): exit non-zero with the reason, not a crash loop of traces.
+            raise ValueError(f"the worker stopped: {ended.result()}")
 
     try:
         asyncio.run(run())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,20 @@ class KeyRow:
     created_at: datetime
     revoked_at: datetime | None = None
     webhook_secret: str | None = None
+    admin: bool = False
+
+
+@dataclass
+class WorkerRow:
+    """A worker as it last reported itself: the models it serves and the state of each."""
+
+    id: str
+    hostname: str
+    models: list[str]
+    started_at: datetime
+    last_seen_at: datetime
+    #: {model: {"state": …, "since": ISO time, "load_seconds": …, "error": …}} (see :mod:`fluxserve.modelstate`).
+    model_states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -20,7 +20,8 @@ from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
 from fluxserve.store.db import Database
 from fluxserve.store.rows import FileRow, KeyRow, PredictionRow, UsageRow
-from fluxserve.store.tables import api_keys, files, predictions, webhook_deliveries, workers
+from fluxserve.store.tables import api_keys, files, predictions, webhook_deliveries
+from fluxserve.store.workers import WorkerRegistry
 
 _P = predictions.c
 _UNSET: Any = object()
@@ -150,6 +151,8 @@ class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.on_terminal: TerminalHook | None = None
+        #: Worker records (liveness, model states, operator requests).
+        self.workers = WorkerRegistry(db)
 
     @classmethod
     def connect(cls, url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
@@ -440,41 +443,64 @@ class Store:
 
         return await self.db.write(query)
 
-    # --- workers ----------------------------------------------------------------------------------
+    # --- queue ------------------------------------------------------------------------------------
 
-    async def worker_heartbeat(self, worker_id: str, hostname: str, models: Sequence[str]) -> None:
-        """Record that ``worker_id`` is alive and serves ``models`` (insert or refresh)."""
-        now = utcnow()
+    async def fail_queued(self, model: str, error: str) -> list[str]:
+        """Fail every ``starting`` prediction of ``model`` with ``error`` (its model cannot load); their ids."""
+        stmt = (
+            update(predictions)
+            .where(_P.model == model, _P.status == Status.STARTING.value)
+            .values(status=Status.FAILED.value, error=error, completed_at=utcnow())
+            .returning(*predictions.c)
+        )
 
-        def upsert(conn: Connection) -> None:
-            updated = conn.execute(
-                update(workers).where(workers.c.id == worker_id).values(last_seen_at=now, models=list(models))
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    workers.insert().values(
-                        id=worker_id, hostname=hostname, models=list(models), started_at=now, last_seen_at=now
-                    )
-                )
+        def query(conn: Connection) -> list[str]:
+            rows = [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
+            _q_outbox(conn, self.on_terminal, rows)
+            return [r.id for r in rows]
 
-        await self.db.write(upsert)
+        return await self.db.write(query)
 
-    async def worker_gone(self, worker_id: str) -> None:
-        """Remove a worker that stops cleanly."""
-        await self.db.write(lambda conn: conn.execute(workers.delete().where(workers.c.id == worker_id)))
+    async def oldest_queued(self, models: Sequence[str]) -> datetime | None:
+        """When the oldest ``starting`` prediction of ``models`` was created (None if none waits)."""
+        if not models:
+            return None
+        stmt = select(func.min(_P.created_at)).where(_P.status == Status.STARTING.value, _P.model.in_(list(models)))
+        # min() keeps the column's type, so the value comes back as an aware UTC datetime on both dialects.
+        return await self.db.read(lambda conn: conn.execute(stmt).scalar_one_or_none())
 
-    async def live_workers(self, seen_after: datetime) -> list[tuple[str, list[str]]]:
-        """(worker id, models) of workers seen after ``seen_after``; forgets those long gone."""
+    async def log_queue_positions(
+        self, model: str, *, limit: int, line: Callable[[int], str], created_before: datetime
+    ) -> list[str]:
+        """Append ``line(ahead)`` to the logs of the first ``limit`` queued predictions of ``model`` whose
+        position changed since it was last written; return their ids.
 
-        def query(conn: Connection) -> list[tuple[str, list[str]]]:
-            rows = conn.execute(select(workers.c.id, workers.c.models).where(workers.c.last_seen_at > seen_after))
-            return [(r[0], list(r[1])) for r in rows]
+        Only predictions created before ``created_before`` are told (one claimed at once needs no position
+        line); they are the head of the queue, so the count ahead of each is exact. Idempotent (the position
+        is compared first), so several workers may run it side by side.
+        """
+        head = (
+            select(_P.id, _P.queue_position)
+            .where(_P.model == model, _P.status == Status.STARTING.value, _P.created_at < created_before)
+            .order_by(_P.created_at, _P.id)
+            .limit(limit)
+        )
 
-        return await self.db.read(query)
+        def query(conn: Connection) -> list[str]:
+            moved = []
+            for ahead, (pid, written) in enumerate(conn.execute(head).all()):
+                if written == ahead:
+                    continue
+                changed = conn.execute(
+                    update(predictions)
+                    .where(_P.id == pid, _P.status == Status.STARTING.value)
+                    .values(logs=func.coalesce(_P.logs, "") + line(ahead), queue_position=ahead)
+                ).rowcount
+                if changed:
+                    moved.append(str(pid))
+            return moved
 
-    async def forget_workers(self, seen_before: datetime) -> None:
-        """Delete worker records not refreshed since ``seen_before``."""
-        await self.db.write(lambda conn: conn.execute(workers.delete().where(workers.c.last_seen_at < seen_before)))
+        return await self.db.write(query)
 
     async def queued_count(self, model: str) -> int:
         """How many predictions of ``model`` wait for a worker."""

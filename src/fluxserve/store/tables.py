@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 
@@ -56,6 +57,8 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime(), nullable=True),
     # Standard Webhooks signing secret ("whsec_<base64>"), made on first use.
     Column("webhook_secret", String(100), nullable=True),
+    # Admin keys may also load and unload models on the workers.
+    Column("admin", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 predictions = Table(
@@ -90,6 +93,8 @@ predictions = Table(
     Column("api_base", Text, nullable=True),
     # What the predictor needs to resume after its process died (a forwarded prediction's upstream id).
     Column("checkpoint", JSON(none_as_null=True), nullable=True),
+    # The queue position last written to a queued prediction's logs (so each move is logged once).
+    Column("queue_position", Integer, nullable=True),
     Index("ix_predictions_queue", "status", "model", "created_at"),
     Index("ix_predictions_key_created", "key_id", "created_at", "id"),
 )
@@ -103,6 +108,10 @@ workers = Table(
     Column("started_at", UTCDateTime(), nullable=False),
     # Renewed every few seconds; a worker not seen for a lease period counts as gone.
     Column("last_seen_at", UTCDateTime(), nullable=False),
+    # {model: {"state": "loading" | "ready" | "offloaded" | "unloaded" | "failed", …}} as of last_seen_at.
+    Column("model_states", JSON(none_as_null=True), nullable=True),
+    # Operator requests waiting for the worker: [{"action": "load" | "unload", "model": "o/n"}].
+    Column("requests", JSON(none_as_null=True), nullable=True),
 )
 
 webhook_deliveries = Table(

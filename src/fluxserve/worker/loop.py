@@ -1,4 +1,10 @@
-"""The worker loop: claim → run in a thread → heartbeat and stream logs → finish (compare-and-set)."""
+"""The worker loop: load models, claim what they can run, run each claimed prediction, report liveness.
+
+Start-up is Cog's ``setup()``: the models in ``FLUXSERVE_PRELOAD`` load before their predictions are claimed
+(the worker record says ``loading`` meanwhile), and a model that fails to load takes none. Each claimed
+prediction runs as a :class:`~fluxserve.worker.runner.PredictionRun`, whose lease keeper covers it from claim
+to finish.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +12,28 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from datetime import timedelta
 
 import httpx
 
 from fluxserve.config import Settings
-from fluxserve.events import ANY, CANCEL, PREDICTION, WORK, EventHub, Subscription
-from fluxserve.lifecycle import DEADLINE_ERROR, RESUME_NOTE, RUN_TIME_ERROR, STOP_LEASE_LOST, Status
+from fluxserve.events import ANY, PREDICTION, WORK, EventHub
+from fluxserve.lifecycle import RESUME_NOTE
 from fluxserve.metrics import Metrics
+from fluxserve.modelstate import summarize
 from fluxserve.netguard import NetPolicy, guarded_client
-from fluxserve.predictors.base import PredictionCanceled, Predictor, WeightsUnavailable
-from fluxserve.predictors.inputs import validate_input
-from fluxserve.registry import ModelSpec, Registry
+from fluxserve.registry import Registry
 from fluxserve.schema import utcnow
-from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
+from fluxserve.storage import BlobStore
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
-from fluxserve.webhooks import WebhookSender, wants
-from fluxserve.worker.context import RunContext
+from fluxserve.webhooks import WebhookSender
 from fluxserve.worker.inputs import InputResolver
+from fluxserve.worker.models import ModelManager
+from fluxserve.worker.runner import PredictionRun, RunEnv
 
 log = logging.getLogger("fluxserve.worker")
 
@@ -39,22 +41,21 @@ RESTART_ERROR = (
     "The server stopped while this prediction was running, so it did not finish. It was not retried "
     "automatically; create it again."
 )
-STOP_DEADLINE = "deadline"
-STOP_RUN_TIME = "run-time limit"
-# Logs are written at most this often while a prediction runs (each write also renews the lease).
-LOG_FLUSH_SECONDS = 0.25
+#: How often queued predictions are told their position (and how long one waits before it is told).
+QUEUE_REPORT_SECONDS = 1.0
+#: Queued predictions of a model that are told their position; those behind them learn it as they move up.
+QUEUE_REPORT_DEPTH = 50
 
 
-def error_message(exc: BaseException) -> str:
-    """A readable one-line error for a failed prediction."""
-    text = str(exc).strip()
-    return text if text else type(exc).__name__
+def queue_line(ahead: int) -> str:
+    """The log line of a queued prediction with ``ahead`` predictions before it."""
+    if ahead == 0:
+        return "Waiting in queue: next in line\n"
+    return f"Waiting in queue: {ahead} prediction{'s' if ahead != 1 else ''} ahead\n"
 
 
-@dataclass
-class _Loaded:
-    predictor: Predictor | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+class NothingLoaded(Exception):
+    """Every model of a worker failed to load (the message lists why)."""
 
 
 class Worker:
@@ -71,30 +72,46 @@ class Worker:
         *,
         models: list[str] | None = None,
         metrics: Metrics | None = None,
+        exit_if_nothing_loads: bool = False,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
         self.store = store
         self.hub = hub
         self.registry = registry
-        self.blobs = blobs
-        self.webhooks = webhooks
+        self.models = models if models is not None else [spec.ref for spec in registry]
+        self.exit_if_nothing_loads = exit_if_nothing_loads
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._fetcher = guarded_client(
             NetPolicy(allow_loopback=settings.allow_loopback_urls),
             timeout=httpx.Timeout(settings.fetch_timeout_seconds, connect=10.0),
             follow_redirects=True,
         )
-        self.inputs = InputResolver(
-            store, blobs, self._fetcher, limit=settings.max_input_bytes, timeout=settings.fetch_timeout_seconds
+        self._state_changed = asyncio.Event()
+        self.model_manager = ModelManager(
+            settings,
+            [spec for ref in self.models if (spec := registry.get(ref)) is not None],
+            on_change=self._state_changed.set,
         )
-        self.models = models if models is not None else [spec.ref for spec in registry]
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._executor = ThreadPoolExecutor(
             max_workers=settings.worker_concurrency, thread_name_prefix="fluxserve-predict"
         )
-        self._loaded: dict[str, _Loaded] = {}
+        self.env = RunEnv(
+            settings=settings,
+            store=store,
+            hub=hub,
+            registry=registry,
+            blobs=blobs,
+            inputs=InputResolver(
+                store, blobs, self._fetcher, limit=settings.max_input_bytes, timeout=settings.fetch_timeout_seconds
+            ),
+            models=self.model_manager,
+            executor=self._executor,
+            webhooks=webhooks,
+            metrics=metrics,
+        )
         self._stopping = asyncio.Event()
         self._busy = 0
+        self._operator_tasks: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Stop claiming new predictions; running ones finish."""
@@ -131,12 +148,26 @@ class Worker:
             self.hub.publish(PREDICTION, pid)
 
     async def register(self) -> None:
-        """Announce this worker and its models (so the API can tell when a model has no worker)."""
-        await self.store.worker_heartbeat(self.worker_id, socket.gethostname(), self.models)
+        """Announce this worker, its models and their states; carry out operator requests waiting for it."""
+        requests = await self.store.workers.heartbeat(
+            self.worker_id, socket.gethostname(), self.models, self.model_manager.states()
+        )
+        for request in requests:
+            action, model = request.get("action"), str(request.get("model"))
+            log.info("operator request: %s %s", action, model)
+            if action == "unload":
+                await self.model_manager.unload(model)
+            elif action == "load":
+                # Loads take minutes: not inside the heartbeat. Kept referenced until done.
+                task = asyncio.create_task(self.model_manager.load(model), name=f"fluxserve-load-{model}")
+                self._operator_tasks.add(task)
+                task.add_done_callback(self._operator_tasks.discard)
+        if requests:
+            self.hub.deliver(WORK, ANY)
 
     async def run(self) -> None:
-        """Run until cancelled: ``worker_concurrency`` claim loops for the local models, one lane per model
-        with its own ``max_concurrency`` (forwarded models), plus the liveness heartbeat."""
+        """Run until cancelled: preload, then ``worker_concurrency`` claim loops for the local models, one
+        lane per forwarded model with its own ``max_concurrency``, the liveness heartbeat and queue reports."""
         await self.recover()
         local, lanes = [], []
         for ref in self.models:
@@ -145,30 +176,103 @@ class Worker:
                 lanes.append(self._lane_loop([ref], spec.max_concurrency))
             else:
                 local.append(ref)
-        loops = [*lanes]
-        if local:
-            loops += [self._claim_loop(local) for _ in range(self.settings.worker_concurrency)]
-        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name="fluxserve-worker-heartbeat"),
+            asyncio.create_task(self._queue_report_loop(local), name="fluxserve-queue-report"),
+        ]
         try:
+            await self._preload()
+            loops = [*lanes]
+            if local:
+                loops += [self._claim_loop(local) for _ in range(self.settings.worker_concurrency)]
             await asyncio.gather(*loops)
         finally:
-            heartbeat.cancel()
+            for task in background:
+                task.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
             await self._fetcher.aclose()
             with contextlib.suppress(Exception):
-                await self.store.worker_gone(self.worker_id)
+                await self.store.workers.gone(self.worker_id)
+
+    async def _preload(self) -> None:
+        """Load the preload list before claiming (claim loops of ready models are not held up: they start
+        after, but the models still loading are simply not claimable yet)."""
+        manager = self.model_manager
+        if not manager.preload_list():
+            return
+        await manager.preload()
+        failed = manager.failed()
+        for ref, error in failed.items():
+            await self._fail_queued(ref, error)
+        if failed and self.exit_if_nothing_loads and len(failed) == len(manager.slots):
+            reasons = "; ".join(f"{ref}: {error}" for ref, error in failed.items())
+            raise NothingLoaded(f"no model could be loaded ({reasons})")
+
+    async def _fail_queued(self, ref: str, error: str) -> None:
+        """Fail the queued predictions of a model this worker could not load, unless another live worker
+        can still run them."""
+        try:
+            live = await self.store.workers.live(utcnow() - timedelta(seconds=self.settings.lease_seconds))
+            others = [w for w in live if w.id != self.worker_id]
+            if summarize(ref, others).serving:
+                return
+            for pid in await self.store.fail_queued(ref, f"Model {ref} could not be loaded: {error}"):
+                self.hub.publish(PREDICTION, pid)
+        except Exception as exc:
+            log.warning("could not fail the queued predictions of %s: %s", ref, exc)
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
+            with contextlib.suppress(TimeoutError):
+                # A model changing state is reported at once (operators watch loads); else every third lease.
+                await asyncio.wait_for(self._state_changed.wait(), self.settings.lease_seconds / 3)
+            self._state_changed.clear()
             try:
                 await self.register()
+                for ref, error in self.model_manager.failed().items():
+                    await self._fail_queued(ref, error)
             except Exception as exc:
                 log.warning("worker heartbeat failed: %s", exc)
 
+    async def _queue_report_loop(self, models: list[str]) -> None:
+        """Tell queued predictions where they stand ("Waiting in queue: 3 predictions ahead") as they move."""
+        while True:
+            await asyncio.sleep(QUEUE_REPORT_SECONDS)
+            for ref in self.model_manager.claimable(models):
+                try:
+                    moved = await self.store.log_queue_positions(
+                        ref,
+                        limit=QUEUE_REPORT_DEPTH,
+                        line=queue_line,
+                        created_before=utcnow() - timedelta(seconds=QUEUE_REPORT_SECONDS),
+                    )
+                except Exception as exc:
+                    log.debug("queue report for %s failed: %s", ref, exc)
+                    continue
+                for pid in moved:
+                    self.hub.publish(PREDICTION, pid)
+
     async def _claim(self, models: list[str]) -> PredictionRow | None:
+        """Claim the next prediction among ``models``: of a resident model first, unless a model that needs
+        a swap-in has had a prediction waiting longer than ``swap_after_seconds``."""
+        manager = self.model_manager
+        claimable = manager.claimable(models)
+        if not claimable:
+            return None
         try:
-            return await self.store.claim(models, self.worker_id, self.settings.lease_seconds)
+            resident = [m for m in claimable if manager.resident(m)]
+            others = [m for m in claimable if m not in resident]
+            if not resident or not others:
+                return await self.store.claim(claimable, self.worker_id, self.settings.lease_seconds)
+            oldest = await self.store.oldest_queued(others)
+            order = [resident, others]
+            if oldest is not None and (utcnow() - oldest).total_seconds() >= self.settings.swap_after_seconds:
+                order.reverse()
+            for group in order:
+                row = await self.store.claim(group, self.worker_id, self.settings.lease_seconds)
+                if row is not None:
+                    return row
+            return None
         except Exception:
             log.exception("claim failed; retrying")
             return None
@@ -220,303 +324,12 @@ class Worker:
 
     async def _run_claimed(self, row: PredictionRow) -> None:
         self.hub.publish(PREDICTION, row.id, row)
-        if self.webhooks is not None:
-            self.webhooks.event(row, "start")
+        if self.env.webhooks is not None:
+            self.env.webhooks.event(row, "start")
         self._busy += 1
         try:
-            await self._run(row)
+            await PredictionRun(self.env, row).run()
         except Exception:  # the worker boundary: never let one prediction stop the loop
             log.exception("prediction %s: worker error", row.id, extra={"prediction_id": row.id})
         finally:
             self._busy -= 1
-
-    # --- one prediction ----------------------------------------------------------------------------
-
-    async def _predictor(self, spec: ModelSpec) -> Predictor:
-        loaded = self._loaded.setdefault(spec.ref, _Loaded())
-        async with loaded.lock:
-            if loaded.predictor is None:
-                if spec.max_concurrency:
-                    # Not on the GPU lane's threads: a model loading there must not hold up forwarded ones.
-                    predictor = await asyncio.to_thread(_build_predictor, spec, self.settings)
-                else:
-                    loop = asyncio.get_running_loop()
-                    predictor = await loop.run_in_executor(self._executor, _build_predictor, spec, self.settings)
-                loaded.predictor = predictor
-            return loaded.predictor
-
-    async def _run(self, row: PredictionRow) -> None:
-        assert row.lease_token is not None
-        token = row.lease_token
-        spec = self.registry.get(row.model)
-        loop = asyncio.get_running_loop()
-        # One event wakes the supervisor for everything: new logs, the predictor finishing, cancel.
-        wake = asyncio.Event()
-        scratch = self.settings.scratch_dir / row.id
-
-        def on_log() -> None:
-            loop.call_soon_threadsafe(wake.set)
-
-        resumed = row.checkpoint is not None
-        ctx = RunContext(scratch, on_log, resume_data=row.checkpoint, earlier_logs=(row.logs or "") if resumed else "")
-        status, output, error = Status.FAILED, None, None
-        try:
-            if spec is None:
-                raise RuntimeError(f"Model {row.model} is not served by this worker.")
-            if spec.unavailable:
-                raise RuntimeError(spec.unavailable)
-            validation = validate_input(spec.inputs, row.input or {})
-            if validation.errors:
-                raise ValueError("; ".join(f"{e.field}: {e.description}" for e in validation.errors))
-            values = await self.inputs.resolve(spec, row.key_id, validation.values)
-            predictor = await self._predictor(spec)
-            with self.hub.subscribe(CANCEL, row.id, event=wake) as cancel_asked:
-                if row.cancel_requested:
-                    ctx.cancel_event.set()
-                apredict = getattr(predictor, "apredict", None)
-                future: asyncio.Future[Any]
-                if apredict is not None:
-                    # Network-bound predictors (forwarding) run on the loop; cancel reaches them through ctx.
-                    future = asyncio.ensure_future(apredict(values, ctx))
-                else:
-                    future = loop.run_in_executor(self._executor, predictor.predict, values, ctx)
-                future.add_done_callback(lambda _: wake.set())
-                result = await self._supervise(row, token, future, ctx, wake, cancel_asked)
-            if result is _LOST:
-                return
-            if _has_files(result):
-                # Uploads block (a copy, or a PUT to S3): keep them off the event loop.
-                output = await loop.run_in_executor(None, self._store_outputs, row.id, result)
-            else:
-                output = result
-            status = Status.SUCCEEDED
-        except PredictionCanceled:
-            status = Status.CANCELED
-            if ctx.stop_reason == STOP_DEADLINE:
-                error = DEADLINE_ERROR
-            elif ctx.stop_reason == STOP_RUN_TIME:
-                # Runaway work fails (it is not something the user asked to stop).
-                status, error = Status.FAILED, RUN_TIME_ERROR.format(limit=self.settings.max_run_seconds)
-        except WeightsUnavailable as exc:
-            error = str(exc)
-        except Exception as exc:
-            log.info(
-                "prediction %s failed: %s",
-                row.id,
-                exc,
-                exc_info=not isinstance(exc, ValueError),
-                extra={"prediction_id": row.id},
-            )
-            error = error_message(exc)
-        finally:
-            if ctx.output_dir_used:
-                shutil.rmtree(scratch, ignore_errors=True)
-        await self._finish(row, token, status, output, error, ctx)
-
-    async def _supervise(
-        self,
-        row: PredictionRow,
-        token: str,
-        future: asyncio.Future[Any],
-        ctx: RunContext,
-        wake: asyncio.Event,
-        cancel_asked: Subscription,
-    ) -> Any:
-        """Wait for the predictor while writing logs, renewing the lease and relaying cancel."""
-        loop = asyncio.get_running_loop()
-        heartbeat = self.settings.lease_seconds / 3
-        next_heartbeat = loop.time() + heartbeat
-        last_write = 0.0
-        written_logs = ""
-        # When to stop it: the server's run-time limit, or the prediction's own deadline if sooner.
-        stop_at, stop_reason = loop.time() + self.settings.max_run_seconds, STOP_RUN_TIME
-        if row.deadline is not None:
-            until_deadline = (row.deadline - utcnow()).total_seconds()
-            if loop.time() + until_deadline < stop_at:
-                stop_at, stop_reason = loop.time() + until_deadline, STOP_DEADLINE
-        while True:
-            if not future.done():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, min(next_heartbeat, stop_at) - loop.time())):
-                        await wake.wait()
-            wake.clear()
-            if loop.time() >= stop_at and not ctx.cancel_event.is_set():
-                ctx.stop_reason = stop_reason
-                ctx.cancel_event.set()
-            if cancel_asked.fired:
-                cancel_asked.take()
-                if await self.store.cancel_requested(row.id):
-                    ctx.cancel_event.set()
-            if future.done():
-                return future.result()
-            logs = ctx.text()
-            now = loop.time()
-            checkpoint = ctx.take_checkpoint()
-            if logs == written_logs and now < next_heartbeat and checkpoint is None:
-                continue
-            if logs != written_logs and now - last_write < LOG_FLUSH_SECONDS:
-                # Coalesce bursts of log lines into one write (but stop waiting if the predictor ends).
-                await asyncio.wait({future}, timeout=LOG_FLUSH_SECONDS - (now - last_write))
-                if future.done():
-                    return future.result()
-                logs = ctx.text()
-            try:
-                cancel = await self.store.update_running(
-                    row.id,
-                    token,
-                    lease_seconds=self.settings.lease_seconds,
-                    logs=logs if logs != written_logs else None,
-                    checkpoint=checkpoint,
-                )
-            except Exception as exc:
-                if checkpoint is not None:
-                    ctx.restore_checkpoint(checkpoint)
-                # The database may be restarting: keep predicting and try again at the next
-                # heartbeat. If it stays away past the lease, the reaper fails the prediction.
-                log.warning(
-                    "prediction %s: heartbeat failed (%s); retrying", row.id, exc, extra={"prediction_id": row.id}
-                )
-                last_write = loop.time()
-                next_heartbeat = last_write + min(heartbeat, 1.0)
-                continue
-            last_write = loop.time()
-            next_heartbeat = last_write + heartbeat
-            if cancel is None:
-                log.warning("prediction %s: lease lost; abandoning the result", row.id, extra={"prediction_id": row.id})
-                ctx.stop_reason = STOP_LEASE_LOST
-                ctx.cancel_event.set()
-                return _LOST
-            if cancel:
-                ctx.cancel_event.set()
-            if logs != written_logs:
-                written_logs = logs
-                self.hub.publish(PREDICTION, row.id)
-                if self.webhooks is not None:
-                    self.webhooks.event(replace(row, logs=logs), "logs")
-
-    def _store_outputs(self, prediction_id: str, result: Any) -> Any:
-        """Move every file the predictor returned into blob storage; replace Paths by blob refs."""
-        if isinstance(result, Path):
-            key = f"{prediction_id}/{result.name}"
-            self.blobs.put(key, result)
-            return blob_ref(key)
-        if isinstance(result, list | tuple):
-            return [self._store_outputs(prediction_id, item) for item in result]
-        if isinstance(result, dict):
-            return {k: self._store_outputs(prediction_id, v) for k, v in result.items()}
-        return result
-
-    async def _finish(
-        self,
-        row: PredictionRow,
-        token: str,
-        status: Status,
-        output: Any,
-        error: str | None,
-        ctx: RunContext,
-    ) -> None:
-        completed = utcnow()
-        started = row.started_at or completed
-        metrics: dict[str, Any] = {
-            "predict_time": round((completed - started).total_seconds(), 6),
-            "total_time": round((completed - row.created_at).total_seconds(), 6),
-        }
-        metrics.update(ctx.metrics)
-        if status == Status.SUCCEEDED:
-            metrics["image_count"] = count_blob_refs(output)
-        logs = ctx.text()
-        ok = await self._write_terminal(row, token, status, output, logs, error, metrics, completed)
-        if not ok:
-            log.warning(
-                "prediction %s: lease lost before finishing; result dropped", row.id, extra={"prediction_id": row.id}
-            )
-            return
-        if self.metrics is not None:
-            self.metrics.prediction_finished(
-                row.model,
-                status.value,
-                created_at=row.created_at,
-                started_at=row.started_at,
-                completed_at=completed,
-                image_count=metrics.get("image_count"),
-            )
-        finished = replace(
-            row,
-            status=status,
-            output=output,
-            logs=logs,
-            error=error,
-            metrics=metrics,
-            completed_at=completed,
-            lease_token=None,
-            lease_expires_at=None,
-        )
-        self.hub.publish(PREDICTION, row.id, finished)
-        if self.webhooks is not None:
-            if output is not None:
-                self.webhooks.event(finished, "output")
-            self.webhooks.forget(row.id)
-            if wants(finished, "completed"):
-                # The terminal webhook is already in the outbox (same transaction); send it now.
-                self.webhooks.wake.set()
-
-    async def _write_terminal(
-        self,
-        row: PredictionRow,
-        token: str,
-        status: Status,
-        output: Any,
-        logs: str,
-        error: str | None,
-        metrics: dict[str, Any],
-        completed: datetime,
-    ) -> bool:
-        """Write the result, retrying through a database outage for as long as the lease could last."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.settings.lease_seconds
-        delay = 0.1
-        while True:
-            try:
-                return await self.store.finish(
-                    row.id, token, status=status, output=output, logs=logs, error=error, metrics=metrics,
-                    completed_at=completed,
-                )  # fmt: skip
-            except Exception as exc:
-                if loop.time() > give_up:
-                    log.error(
-                        "prediction %s: could not write its result: %s", row.id, exc, extra={"prediction_id": row.id}
-                    )
-                    return False
-                log.warning(
-                    "prediction %s: writing the result failed (%s); retrying",
-                    row.id,
-                    exc,
-                    extra={"prediction_id": row.id},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-
-def _has_files(value: Any) -> bool:
-    if isinstance(value, Path):
-        return True
-    if isinstance(value, list | tuple):
-        return any(_has_files(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_files(v) for v in value.values())
-    return False
-
-
-_LOST: Any = object()
-
-
-def _build_predictor(spec: ModelSpec, settings: Settings) -> Predictor:
-    """Build and set up a predictor (in a worker thread: this is where torch gets imported)."""
-    predictor = spec.predictor_factory(settings)
-    try:
-        predictor.setup()
-    except WeightsUnavailable:
-        raise
-    except Exception as exc:
-        raise WeightsUnavailable(f"Could not load model {spec.ref}: {error_message(exc)}") from exc
-    return predictor
