@@ -190,8 +190,8 @@ class WorkerProcess(_Process):
             HF_HUB_OFFLINE="1",
             # Named models preload (the default); a worker of every model loads each at first use (see Server).
             **({} if self.models else {"FLUXSERVE_PRELOAD": "none"}),
-            **self.extra_env,
         )
+        env.update(self.extra_env)
         args = [*FLUXSERVE, "worker", "--demo", "--data-dir", str(self.data_dir), "--database-url", self.database_url]
         for model in self.models:
             args += ["--model", model]

@@ -51,10 +51,10 @@ async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
         # This process's own worker is ready once its models have loaded (like a model server's readiness);
         # a model that failed is reported above, and makes the process unready only if nothing loaded.
         states = runtime.worker.model_manager.states()
-        problems += [f"{ref} is loading on this worker" for ref, s in states.items() if s["state"] == "loading"]
+        problems += [f"model {ref} is loading on this worker" for ref, s in states.items() if s["state"] == "loading"]
         failed = {ref: s["error"] for ref, s in states.items() if s["state"] == "failed"}
         if failed and len(failed) == len(states):
-            problems += [f"{ref} failed to load on this worker: {error}" for ref, error in failed.items()]
+            problems += [f"model {ref} failed to load on this worker: {error}" for ref, error in failed.items()]
     if problems:
         body["status"] = "not ready"
         body["problems"] = problems
@@ -85,7 +85,9 @@ async def ready(request: Request) -> Response:
         return Response(orjson.dumps(body), media_type="application/json", headers=headers)
     # problem+json's ``status`` is the HTTP status; the checks follow as extension members.
     del body["status"]
-    problem = {"title": "Not ready", "detail": "; ".join(body.pop("problems")).capitalize() + ".", "status": 503}
+    detail = "; ".join(body.pop("problems"))
+    # Only the first letter: str.capitalize() would lower-case the model names that follow.
+    problem = {"title": "Not ready", "detail": detail[:1].upper() + detail[1:] + ".", "status": 503}
     return Response(
         orjson.dumps(problem | body), status_code=503, media_type="application/problem+json", headers=headers
     )

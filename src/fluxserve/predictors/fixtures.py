@@ -6,6 +6,7 @@ Served only when named in ``FLUXSERVE_EXTRA_MODELS`` (e.g. ``fluxserve.predictor
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,75 @@ IMAGE_INFO = _spec(
 )
 
 ALL: tuple[ModelSpec, ...] = (NOOP, SLOW_STEPS, RAISES_IN_PREDICT, RAISES_IN_SETUP, WRITES_IMAGE, IMAGE_INFO)
+
+
+# --- model lifecycle at real-model timings (served with ``fluxserve.predictors.fixtures:LIFECYCLE``) ---------
+
+#: A real FLUX pipeline takes 30 s to minutes to load; ten seconds is enough to outlast a short test lease.
+SLOW_SETUP_SECONDS = 10.0
+#: What each "big model" fixture says it holds in device memory (it allocates nothing).
+BIG_MODEL_BYTES = 1024**3
+
+
+class SlowSetup:
+    """Takes ``SLOW_SETUP_SECONDS`` to set up, like a real model loading its weights; then echoes its prompt."""
+
+    def setup(self) -> None:
+        """Sleep like a slow load."""
+        time.sleep(SLOW_SETUP_SECONDS)
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """Echo the prompt."""
+        return inputs["prompt"]
+
+
+class BigModel:
+    """Reports a 1 GiB footprint so residency policies can be tested on any host (it allocates nothing).
+
+    ``offloadable`` models can be "moved to CPU RAM" and back (a 1 s swap-in); the others are dropped.
+    """
+
+    def __init__(self, offloadable: bool) -> None:
+        self.offloadable = offloadable
+        self.on_device = False
+
+    def setup(self) -> None:
+        """A one-second load."""
+        time.sleep(1.0)
+        self.on_device = True
+
+    def memory_bytes(self) -> int:
+        """The declared footprint."""
+        return BIG_MODEL_BYTES
+
+    def offload(self) -> bool:
+        """Pretend to move to CPU RAM (only if offloadable)."""
+        if self.offloadable:
+            self.on_device = False
+        return self.offloadable
+
+    def onload(self) -> None:
+        """A one-second swap back in."""
+        time.sleep(1.0)
+        self.on_device = True
+
+    def predict(self, inputs: dict[str, Any], ctx: PredictContext) -> Any:
+        """Say where it ran."""
+        if not self.on_device:
+            raise RuntimeError("predict ran on a model that is not on the device")
+        return inputs["prompt"]
+
+
+SLOW_SETUP = _spec("slow-setup", SlowSetup, (_TEXT,), {"type": "string", "title": "Output"})
+BIG_MODEL_A = replace(
+    _spec("big-model-a", BigModel, (_TEXT,), {"type": "string", "title": "Output"}),
+    description="Test fixture: a 1 GiB model (declared) that can be moved to CPU RAM",
+    predictor_factory=lambda _settings: BigModel(offloadable=True),
+)
+BIG_MODEL_B = replace(
+    _spec("big-model-b", BigModel, (_TEXT,), {"type": "string", "title": "Output"}),
+    description="Test fixture: a 1 GiB model (declared) that is dropped when evicted",
+    predictor_factory=lambda _settings: BigModel(offloadable=False),
+)
+
+LIFECYCLE: tuple[ModelSpec, ...] = (SLOW_SETUP, BIG_MODEL_A, BIG_MODEL_B)
