@@ -31,6 +31,13 @@ class Unauthenticated(FluxserveError):
     title = "Unauthenticated"
 
 
+class Forbidden(FluxserveError):
+    """A valid key that may not do this (an operator action without an admin key)."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class NotFound(FluxserveError):
     """A resource that does not exist or belongs to another key."""
 

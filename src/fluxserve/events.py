@@ -17,6 +17,8 @@ PREDICTION = "prediction"  # key: prediction id; any change to the row
 CANCEL = "cancel"  # key: prediction id; the user asked to cancel a running prediction
 WORK = "work"  # key: model ref; a new prediction is queued
 ANY = "*"
+#: WORK key of an operator request (load/unload a model): wakes workers to read their requests now.
+OPERATOR = "@operator"
 
 
 class Subscription:

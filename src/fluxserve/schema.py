@@ -177,6 +177,14 @@ class Model(BaseModel):
     error: str | None = Field(None, description="Why the model failed to load, when state is failed")
 
 
+class ModelAction(BaseModel):
+    """An operator request accepted: the workers it was sent to (fluxserve extension)."""
+
+    model: str
+    action: Literal["load", "unload"]
+    workers: list[str] = Field(description="Ids of the live workers asked to carry it out")
+
+
 class ModelPage(BaseModel):
     """A page of models."""
 

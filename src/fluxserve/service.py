@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fluxserve.errors import (
+    Forbidden,
     InputValidationFailed,
     InvalidRequest,
     InvalidVersion,
@@ -23,7 +24,7 @@ from fluxserve.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub, Subscription
+from fluxserve.events import CANCEL, OPERATOR, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import Status
 from fluxserve.modelstate import Availability, summarize
 from fluxserve.predictors.images import sniff_image
@@ -165,6 +166,18 @@ class PredictionService:
     async def availability(self, model: str) -> Availability:
         """Whether ``model`` can take predictions: its state on every live worker."""
         return summarize(model, await self.live_workers())
+
+    async def request_model_action(self, key: KeyRow, spec: ModelSpec, action: str) -> list[str]:
+        """Ask every live worker serving ``spec`` to ``load`` or ``unload`` it (admin keys only); their ids."""
+        if not key.admin:
+            raise Forbidden("Loading and unloading models needs an admin key (fluxserve keys create --admin).")
+        workers = await self.store.workers.request(
+            spec.ref, action, utcnow() - timedelta(seconds=self.liveness_seconds)
+        )
+        self.hub.publish(WORK, OPERATOR)
+        # The next read shows the change the workers report, not a second-old cache.
+        self._workers = (-1.0, [])
+        return workers
 
     # --- model resolution ----------------------------------------------------------------------------
 

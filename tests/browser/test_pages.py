@@ -135,3 +135,37 @@ def test_playground_sends_image_inputs_as_data_uris(server: Server, desktop: Any
     images = sent[0]["input"]["input_images"]
     assert len(images) == 2 and all(uri.startswith("data:image/png;base64,") for uri in images)
     assert "input_image" not in sent[0]["input"]
+
+
+def test_playground_shows_a_loading_model_until_it_is_ready(tmp_path: Any, tiny_weights: Any, desktop: Any) -> None:
+    """A model still loading (a 10 s setup) is labelled so, and the label goes once it is ready."""
+    from tests.conftest import make_server
+
+    ref = "fluxserve-fixtures/slow-setup"
+    extra = {
+        "FLUXSERVE_EXTRA_MODELS": '["fluxserve.predictors.fixtures:ALL", "fluxserve.predictors.fixtures:LIFECYCLE"]',
+        "FLUXSERVE_PRELOAD": ref,
+    }
+    server = make_server(tmp_path, tiny_weights, None, extra_env=extra).start()
+    try:
+        page = desktop
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.base}/?model={ref}")
+        page.fill("[data-role=key]", server.key)
+        page.click("text=Use key")
+        option = page.locator(f"[data-role=model] option[value='{ref}']")
+        option.wait_for(state="attached")
+        assert "loading" in option.inner_text()
+        state = page.locator("[data-role=model-state]")
+        state.wait_for()
+        assert "loading" in state.inner_text() and "predictions start once it is ready" in state.inner_text()
+        # The list refreshes by itself; once loaded the label and the note are gone.
+        from playwright.sync_api import expect
+
+        expect(option).not_to_contain_text("loading", timeout=30_000)
+        assert state.is_hidden()
+        assert page.locator("[data-role=model]").input_value() == ref
+        assert errors == []
+    finally:
+        server.stop()

@@ -29,6 +29,7 @@ from tests.support import (
     WorkerProcess,
     create_pg_database,
     drop_pg_database,
+    run_cli,
     wait_for,
 )
 
@@ -298,3 +299,26 @@ def test_a_worker_killed_mid_load_has_its_prediction_reaped(tmp_path: Path, tiny
     finally:
         worker.stop()
         api.stop()
+
+
+def test_operators_load_and_unload_models_with_an_admin_key_or_the_cli(start: Any) -> None:
+    server = start(FLUXSERVE_PRELOAD=BIG_A)
+    env = server.env()
+    admin = run_cli("keys", "create", "--admin", "--name", "ops", "--data-dir", str(server.data_dir), env=env)
+    admin_key = admin.stdout.strip().splitlines()[-1]
+    assert "admin key" in admin.stdout
+    with server.client() as client, server.client(key=admin_key) as ops:
+        assert _eventually(lambda: _model(client, BIG_A)["state"] == "ready", timeout=15)
+        refused = client.post(f"/admin/models/{BIG_A}/unload")
+        assert refused.status_code == 403 and "admin key" in refused.json()["detail"]
+        accepted = ops.post(f"/admin/models/{BIG_A}/unload")
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["action"] == "unload" and len(accepted.json()["workers"]) == 1
+        assert _eventually(lambda: _model(client, BIG_A)["workers"][0]["state"] == "unloaded")
+        assert ops.post("/admin/models/nobody/nothing/load").status_code == 404
+        # The CLI works on the database directly (no key): load it again.
+        loaded = run_cli("models", "load", BIG_A, "--data-dir", str(server.data_dir), env=env)
+        assert f"to load {BIG_A}" in loaded.stdout
+        assert _eventually(lambda: _model(client, BIG_A)["workers"][0]["state"] == "ready", timeout=15)
+        listed = run_cli("models", "list", "--data-dir", str(server.data_dir), env=env).stdout
+        assert f"{BIG_A}: ready, loaded in 1." in listed

@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from fluxserve.api.deps import CallDep
+from fluxserve.api.deps import Call, CallDep
 from fluxserve.api.links import Links
 from fluxserve.api.predictions import parse_time
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
 from fluxserve.errors import NotFound
 from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
-from fluxserve.schema import Account, Model, ModelPage, ModelWorker, Usage, Version, VersionPage
+from fluxserve.schema import Account, Model, ModelAction, ModelPage, ModelWorker, Usage, Version, VersionPage
 from fluxserve.service import PredictionService
 
 router = APIRouter(tags=["models"])
@@ -80,6 +80,40 @@ async def get_version(owner: str, name: str, version_id: str, c: CallDep) -> Res
     if version_id != spec.version_id:
         raise NotFound(f"Version {version_id} of {spec.ref} not found; the current version is {spec.version_id}.")
     return json_response(_version(spec))
+
+
+_ADMIN_ERRORS = problem_responses({**AUTH_ERRORS, 403: "The key is not an admin key", 404: "No such model"})
+
+
+async def _operator(owner: str, name: str, c: Call, action: str) -> Response:
+    spec = c.svc.model(owner, name)
+    workers = await c.svc.request_model_action(c.key, spec, action)
+    return json_response(ModelAction(model=spec.ref, action=action, workers=workers), 202)
+
+
+@router.post(
+    "/admin/models/{owner}/{name}/load",
+    status_code=202,
+    response_model=ModelAction,
+    responses=_ADMIN_ERRORS,
+    summary="Load a model on its workers (admin; fluxserve extension)",
+)
+async def load_model(owner: str, name: str, c: CallDep) -> Response:
+    """Ask every live worker serving the model to load it now (also retries a failed load). Follow the
+    model's ``workers[].state`` to see it happen."""
+    return await _operator(owner, name, c, "load")
+
+
+@router.post(
+    "/admin/models/{owner}/{name}/unload",
+    status_code=202,
+    response_model=ModelAction,
+    responses=_ADMIN_ERRORS,
+    summary="Unload a model from its workers (admin; fluxserve extension)",
+)
+async def unload_model(owner: str, name: str, c: CallDep) -> Response:
+    """Ask every live worker serving the model to free its memory; it loads again at its next prediction."""
+    return await _operator(owner, name, c, "unload")
 
 
 @router.get("/account", response_model=Account, responses=_ACCOUNT_ERRORS, summary="The account of the key in use")

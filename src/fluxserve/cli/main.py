@@ -7,15 +7,15 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from fluxserve.cli.models import models_app
+from fluxserve.cli.options import DatabaseUrl, DataDir, settings_with, with_store
 from fluxserve.cli.predictions import predictions_app
 from fluxserve.cli.pull import pull
 from fluxserve.cli.run import run
-from fluxserve.config import Settings
 
 if TYPE_CHECKING:
     from fluxserve.runtime import Runtime
@@ -30,20 +30,10 @@ app.add_typer(keys_app, name="keys")
 app.command("run")(run)
 app.add_typer(predictions_app, name="predictions")
 app.command("pull")(pull)
+app.add_typer(models_app, name="models")
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (env FLUXSERVE_DATA_DIR).", show_default=False),
-]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Database URL (env FLUXSERVE_DATABASE_URL); default SQLite in the data dir."),
-]
-
-
-def _settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with the command-line options that were given on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+_settings = settings_with
+_with_store = with_store
 
 
 def _configure_logging(level: str, log_format: str = "text") -> None:
@@ -210,33 +200,24 @@ def _worker_health(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
     return alive, {"status": "ok" if alive else "worker stopped", "worker": worker.worker_id, "busy": worker.busy}
 
 
-async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the store (migrating it if needed), run ``fn``, close it."""
-    from fluxserve.store.store import Store
-
-    store = Store.connect(settings.resolved_database_url())
-    try:
-        await store.migrate()
-        return await fn(store)
-    finally:
-        await store.close()
-
-
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "default",
+    admin: Annotated[bool, typer.Option("--admin", help="The key may also load and unload models.")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create an API key and print it (alone, on the last line). It is shown only this once."""
-    row, token = asyncio.run(_with_store(_settings(data_dir=data_dir, database_url=database_url), _create_key(name)))
-    typer.echo(f"Created API key {row.id} ({row.name}). It is shown only once; store it now:")
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    row, token = asyncio.run(_with_store(settings, _create_key(name, admin)))
+    kind = "admin key" if admin else "API key"
+    typer.echo(f"Created {kind} {row.id} ({row.name}). It is shown only once; store it now:")
     typer.echo(token)
 
 
-def _create_key(name: str) -> Callable[[Store], Awaitable[tuple[KeyRow, str]]]:
+def _create_key(name: str, admin: bool) -> Callable[[Store], Awaitable[tuple[KeyRow, str]]]:
     async def create(store: Store) -> tuple[KeyRow, str]:
-        return await store.create_key(name)
+        return await store.create_key(name, admin=admin)
 
     return create
 

@@ -226,6 +226,38 @@ class DiffusersFluxPredictor:
         )
         self._setup_fast(pipe)
 
+    # --- residency (see fluxserve.worker.models) ---------------------------------------------------
+
+    def _pipes(self) -> list[Any]:
+        fast = self._fast.pipe if self._fast is not None else None
+        return [self._pipe, fast, *self._extra_pipes()]
+
+    def _extra_pipes(self) -> list[Any]:
+        """Pipelines built from the loaded one that hold modules of their own (none by default)."""
+        return []
+
+    def memory_bytes(self) -> int:
+        """Bytes of weights this predictor holds (parameters and buffers; shared modules counted once)."""
+        from fluxserve.predictors.residency import footprint_bytes
+
+        return footprint_bytes(self._pipes()) if self._pipe is not None else 0
+
+    def offload(self) -> bool:
+        """Move the weights to pinned CPU RAM to make room on the GPU; False where that frees nothing
+        (on the CPU, or with model CPU offload, which keeps them there already)."""
+        if self._pipe is None or not self.on_cuda or self.offloaded:
+            return False
+        from fluxserve.predictors.residency import to_pinned_cpu
+
+        to_pinned_cpu(self._pipes())
+        return True
+
+    def onload(self) -> None:
+        """Bring the weights back to the GPU after :meth:`offload`."""
+        from fluxserve.predictors.residency import to_device
+
+        to_device(self._pipes(), self.device)
+
     def _setup_fast(self, pipe: Any) -> None:
         """Build the go_fast pipeline (see :mod:`fluxserve.predictors.fast`) and, on a GPU, warm up its shapes."""
         from fluxserve.predictors import fast

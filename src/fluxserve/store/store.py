@@ -178,11 +178,14 @@ class Store:
 
     # --- keys ---------------------------------------------------------------------------------------
 
-    async def create_key(self, name: str) -> tuple[KeyRow, str]:
-        """Create a key; return its row and the token, which is shown once and never stored."""
+    async def create_key(self, name: str, *, admin: bool = False) -> tuple[KeyRow, str]:
+        """Create a key (``admin``: it may also load and unload models); return its row and the token,
+        which is shown once and never stored."""
         token = "fs_" + secrets.token_urlsafe(30)
-        row = KeyRow(id=secrets.token_hex(8), name=name, token_hash=hash_token(token), created_at=utcnow())
-        values = {"id": row.id, "name": row.name, "token_hash": row.token_hash, "created_at": row.created_at}
+        row = KeyRow(id=secrets.token_hex(8), name=name, token_hash=hash_token(token), created_at=utcnow(), admin=admin)
+        values = {
+            "id": row.id, "name": row.name, "token_hash": row.token_hash, "created_at": row.created_at, "admin": admin
+        }  # fmt: skip
         await self.db.write(lambda conn: conn.execute(api_keys.insert(), values))
         return row, token
 

@@ -20,7 +20,7 @@ from datetime import timedelta
 import httpx
 
 from fluxserve.config import Settings
-from fluxserve.events import ANY, PREDICTION, WORK, EventHub
+from fluxserve.events import ANY, OPERATOR, PREDICTION, WORK, EventHub
 from fluxserve.lifecycle import RESUME_NOTE
 from fluxserve.metrics import Metrics
 from fluxserve.modelstate import summarize
@@ -181,11 +181,20 @@ class Worker:
             asyncio.create_task(self._queue_report_loop(local), name="fluxserve-queue-report"),
         ]
         try:
-            await self._preload()
-            loops = [*lanes]
+            # Claiming starts at once: a model that is ready (or loads at first use) is served while the
+            # others of the preload list still load; those are not claimable until they are ready.
+            loops = [self._preload(), *lanes]
             if local:
                 loops += [self._claim_loop(local) for _ in range(self.settings.worker_concurrency)]
-            await asyncio.gather(*loops)
+            tasks = [asyncio.create_task(loop) for loop in loops]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for task in tasks:
+                    task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
             for task in background:
                 task.cancel()
@@ -195,8 +204,8 @@ class Worker:
                 await self.store.workers.gone(self.worker_id)
 
     async def _preload(self) -> None:
-        """Load the preload list before claiming (claim loops of ready models are not held up: they start
-        after, but the models still loading are simply not claimable yet)."""
+        """Load the preload list, one model at a time; fail the queue of those that cannot load, and stop
+        the worker if it was asked to when none loads."""
         manager = self.model_manager
         if not manager.preload_list():
             return
@@ -222,17 +231,22 @@ class Worker:
             log.warning("could not fail the queued predictions of %s: %s", ref, exc)
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                # A model changing state is reported at once (operators watch loads); else every third lease.
-                await asyncio.wait_for(self._state_changed.wait(), self.settings.lease_seconds / 3)
-            self._state_changed.clear()
-            try:
-                await self.register()
-                for ref, error in self.model_manager.failed().items():
-                    await self._fail_queued(ref, error)
-            except Exception as exc:
-                log.warning("worker heartbeat failed: %s", exc)
+        # A model changing state is reported at once (operators watch loads), and an operator request is
+        # read at once; else every third of a lease.
+        with self.hub.subscribe(WORK, OPERATOR, event=self._state_changed):
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._state_changed.wait(), self.settings.lease_seconds / 3)
+                self._state_changed.clear()
+                await self._beat()
+
+    async def _beat(self) -> None:
+        try:
+            await self.register()
+            for ref, error in self.model_manager.failed().items():
+                await self._fail_queued(ref, error)
+        except Exception as exc:
+            log.warning("worker heartbeat failed: %s", exc)
 
     async def _queue_report_loop(self, models: list[str]) -> None:
         """Tell queued predictions where they stand ("Waiting in queue: 3 predictions ahead") as they move."""

@@ -153,6 +153,10 @@ class ModelManager:
             return device_memory_bytes()
         return self._budget
 
+    @budget_bytes.setter
+    def budget_bytes(self, value: int) -> None:
+        self._budget = value
+
     def states(self) -> dict[str, dict[str, Any]]:
         """Every model's state, for the worker record."""
         return {ref: slot.report() for ref, slot in self.slots.items()}

@@ -98,13 +98,19 @@ class PredictionRun:
         self.finished = False
         self._work: asyncio.Task[Any] | None = None
 
+    def _work_ended(self, task: asyncio.Task[Any]) -> None:
+        self.wake.set()
+        if not task.cancelled():
+            # Retrieved here too: a work task abandoned on shutdown must not log "exception never retrieved".
+            task.exception()
+
     def _wake_from_thread(self) -> None:
         self.loop.call_soon_threadsafe(self.wake.set)
 
     async def run(self) -> None:
         """Work and keep the lease until the result is written (or the lease is lost)."""
         self._work = asyncio.create_task(self._do_work(), name=f"fluxserve-work-{self.row.id}")
-        self._work.add_done_callback(lambda _: self.wake.set())
+        self._work.add_done_callback(self._work_ended)
         keeper = asyncio.create_task(self._keep_lease(), name=f"fluxserve-lease-{self.row.id}")
         try:
             status, output, error = await self._outcome(self._work)

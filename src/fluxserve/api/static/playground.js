@@ -42,6 +42,7 @@
   part("forget").addEventListener("click", () => {
     watch.setKey("");
     models = [];
+    current = null;
     const select = part("model");
     select.replaceChildren(new Option("Paste an API key first"));
     select.disabled = true;
@@ -66,12 +67,52 @@
     }
     showKeyState("Using the key saved in this browser.");
     const select = part("model");
-    select.replaceChildren(...models.map((m) => new Option(`${m.owner}/${m.name}`, `${m.owner}/${m.name}`)));
+    const chosen = select.disabled ? new URLSearchParams(location.search).get("model") : select.value;
+    select.replaceChildren(...models.map((m) => new Option(optionLabel(m), `${m.owner}/${m.name}`)));
     select.disabled = false;
-    const wanted = new URLSearchParams(location.search).get("model");
-    if (wanted && models.some((m) => `${m.owner}/${m.name}` === wanted)) select.value = wanted;
-    buildForm();
-    loadGallery();
+    if (chosen && models.some((m) => `${m.owner}/${m.name}` === chosen)) select.value = chosen;
+    if (!current || current.ref !== select.value) buildForm();
+    else showModelState(models.find((m) => `${m.owner}/${m.name}` === select.value));
+    if (!refreshing) loadGallery();
+    scheduleRefresh();
+  }
+
+  // --- model states: a model still loading (or failed) says so, and the list refreshes until it is ready
+
+  let refreshing = null;
+
+  function stateText(model) {
+    if (model.state === "loading") {
+      const seconds = Math.max(...model.workers.map((w) => w.seconds || 0));
+      return `loading (${Math.round(seconds)} s so far)`;
+    }
+    if (model.state === "failed") return "failed to load";
+    if (model.state === "no_worker") return "no worker";
+    return "";
+  }
+
+  function optionLabel(model) {
+    const state = stateText(model);
+    return `${model.owner}/${model.name}` + (state ? ` — ${state}` : "");
+  }
+
+  function showModelState(model) {
+    const note = part("model-state");
+    if (!model || !note) return;
+    let text = "";
+    if (model.state === "loading") text = `This model is ${stateText(model)}; predictions start once it is ready.`;
+    else if (model.state === "failed") text = `This model could not be loaded: ${model.error || "unknown error"}`;
+    else if (model.state === "no_worker") text = "No worker serves this model right now; predictions wait in the queue.";
+    note.textContent = text;
+    note.dataset.state = model.state;
+    note.classList.toggle("hidden", !text);
+    if (current) part("run").disabled = model.state === "failed";
+  }
+
+  function scheduleRefresh() {
+    clearTimeout(refreshing);
+    refreshing = null;
+    if (models.some((m) => m.state === "loading")) refreshing = setTimeout(loadModels, 2000);
   }
 
   part("model").addEventListener("change", buildForm);
@@ -229,6 +270,7 @@
     }
     current = { ref, fields };
     part("run").disabled = false;
+    showModelState(model);
   }
 
   function collect() {

@@ -1,0 +1,171 @@
+"""Model lifecycle timings: worker start to first served prediction, and swap-in under a memory budget.
+
+1. **Start to first prediction.** Starts ``fluxserve serve --demo`` and, as soon as ``/health`` answers,
+   creates a flux-schnell prediction and waits for it. Reported: seconds from process start to ``/health``,
+   to the model ``ready`` on ``GET /v1/models/...`` and to the prediction's success, with ``FLUXSERVE_PRELOAD=all``
+   (the default: load before claiming) and ``none`` (load at first use), interleaved run by run.
+2. **Swap-in.** In one process, a worker's :class:`ModelManager` holds flux-schnell and flux-dev under a budget
+   that fits one of them; acquiring them alternately makes every acquire a swap-in. Reported: the median
+   swap-in (on a GPU: from pinned CPU RAM; on a CPU: a reload from disk, since there is nowhere to move to)
+   next to the median acquire of a resident model, and each model's footprint.
+
+On this CPU machine both use the tiny random pipelines of ``--demo`` (weights of about 1 MB): the numbers
+show the fixed costs (torch import, pipeline construction, the worker's own overhead), not a real model's
+load. On a GPU host pass ``--weights-schnell``/``--weights-dev`` (local diffusers directories) and
+``--device cuda`` to measure the real thing.
+
+    .venv/bin/python benchmarks/model_lifecycle.py [--runs 3] [--swaps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SCHNELL = "black-forest-labs/flux-schnell"
+DEV = "black-forest-labs/flux-dev"
+FLUXSERVE = [sys.executable, "-m", "fluxserve.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_to_first_prediction(preload: str, root: Path, weights: Path) -> dict[str, float]:
+    """Seconds from ``serve`` start to /health, to the model ready and to the first prediction's success."""
+    data_dir = Path(tempfile.mkdtemp(dir=root))
+    # The tiny pipeline is built once (outside the timing), as a real host has its weights on disk already.
+    (data_dir / "demo-weights").mkdir()
+    (data_dir / "demo-weights" / "flux-schnell").symlink_to(weights, target_is_directory=True)
+    env = {**os.environ, "FLUXSERVE_DATA_DIR": str(data_dir), "FLUXSERVE_PRELOAD": preload, "HF_HUB_OFFLINE": "1"}
+    env["FLUXSERVE_MODELS_FILE"] = str(root / "schnell-only.toml")
+    key = subprocess.run(
+        [*FLUXSERVE, "keys", "create"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    port = _free_port()
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        [*FLUXSERVE, "serve", "--demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    times: dict[str, float] = {}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            while True:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.02)
+            times["health"] = time.perf_counter() - began
+            created = client.post(
+                f"/v1/models/{SCHNELL}/predictions",
+                json={"input": {"prompt": "a lighthouse", "megapixels": "0.25", "num_inference_steps": 1}},
+            ).json()
+            while True:
+                if "ready" not in times and client.get(f"/v1/models/{SCHNELL}").json()["state"] == "ready":
+                    workers = client.get(f"/v1/models/{SCHNELL}").json()["workers"]
+                    if workers and workers[0]["state"] == "ready":
+                        times["ready"] = time.perf_counter() - began
+                body = client.get(f"/v1/predictions/{created['id']}").json()
+                if body["status"] in ("succeeded", "failed", "canceled"):
+                    if body["status"] != "succeeded":
+                        raise RuntimeError(f"prediction {body['status']}: {body['error']}")
+                    times["first_prediction"] = time.perf_counter() - began
+                    times.setdefault("ready", times["first_prediction"])
+                    return times
+                time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+async def swap_in(swaps: int, device: str | None, weights: dict[str, str] | None) -> dict[str, Any]:
+    """Median swap-in and resident acquire of two models under a budget that fits one."""
+    from fluxserve.config import Settings
+    from fluxserve.registry import FLUX_DEV, FLUX_SCHNELL
+    from fluxserve.worker.models import ModelManager
+
+    demo = weights is None
+    root = Path(tempfile.mkdtemp())
+    settings = Settings(data_dir=root, demo=demo, device=device, preload="none")
+    if weights:
+        settings = settings.model_copy(
+            update={"flux_schnell_weights": weights["schnell"], "flux_dev_weights": weights["dev"]}
+        )
+    manager = ModelManager(settings, [FLUX_SCHNELL, FLUX_DEV])
+    for spec in (FLUX_SCHNELL, FLUX_DEV):  # learn both footprints (and warm the imports)
+        await manager.acquire(spec, lambda _line: None)
+        manager.release(spec)
+    sizes = {ref: slot.memory_bytes for ref, slot in manager.slots.items()}
+    manager.budget_bytes = int(max(sizes.values()) * 1.5)  # fits one model, not two
+    swap_times, resident_times = [], []
+    for i in range(swaps):
+        spec = (FLUX_SCHNELL, FLUX_DEV)[i % 2]
+        began = time.perf_counter()
+        await manager.acquire(spec, lambda _line: None)
+        swap_times.append(time.perf_counter() - began)
+        manager.release(spec)
+        began = time.perf_counter()
+        await manager.acquire(spec, lambda _line: None)
+        resident_times.append(time.perf_counter() - began)
+        manager.release(spec)
+    states = {ref: slot.state.value for ref, slot in manager.slots.items()}
+    return {"sizes": sizes, "swap": swap_times, "resident": resident_times, "states": states}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="server starts per preload mode")
+    parser.add_argument("--swaps", type=int, default=6, help="swap-ins measured")
+    parser.add_argument("--device", default=None, help="torch device for the swap-in part (default: cuda if any)")
+    parser.add_argument("--weights-schnell", help="local FLUX.1-schnell directory (default: tiny demo pipeline)")
+    parser.add_argument("--weights-dev", help="local FLUX.1-dev directory (default: tiny demo pipeline)")
+    args = parser.parse_args()
+
+    from fluxserve.predictors.tiny import build_tiny_pipeline
+
+    root = Path(tempfile.mkdtemp(prefix="fluxserve-lifecycle-"))
+    weights = build_tiny_pipeline(root / "tiny-schnell", kind="schnell")
+    (root / "schnell-only.toml").write_text(f'[models."{SCHNELL}"]\n')
+    print(f"cores: {os.cpu_count()}; tiny demo pipelines on the CPU; {args.runs} starts per mode, interleaved")
+    results: dict[str, list[dict[str, float]]] = {"all": [], "none": []}
+    for _ in range(args.runs):
+        for mode in ("all", "none"):
+            results[mode].append(start_to_first_prediction(mode, root, weights))
+    print(f"\n{'FLUXSERVE_PRELOAD':<18} {'/health s':>10} {'model ready s':>14} {'first prediction s':>19}")
+    for mode, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in ("health", "ready", "first_prediction")}
+        print(f"{mode:<18} {med['health']:>10.2f} {med['ready']:>14.2f} {med['first_prediction']:>19.2f}")
+    print("(medians; 'model ready' is when GET /v1/models reports it ready, polled every 20 ms)")
+
+    real = {"schnell": args.weights_schnell, "dev": args.weights_dev} if args.weights_schnell else None
+    swap = asyncio.run(swap_in(args.swaps, args.device, real))
+    sizes = ", ".join(f"{ref} {size / 1024**2:.2f} MiB" for ref, size in swap["sizes"].items())
+    print(f"\nswap-in under a budget that fits one model ({sizes}):")
+    swap_med, resident_med = statistics.median(swap["swap"]), statistics.median(swap["resident"])
+    print(f"  swap-in median {swap_med * 1000:.1f} ms over {len(swap['swap'])} swaps "
+          f"(min {min(swap['swap']) * 1000:.1f}, max {max(swap['swap']) * 1000:.1f})")  # fmt: skip
+    print(f"  resident acquire median {resident_med * 1000:.3f} ms; ratio {swap_med / resident_med:,.0f}x")
+    print(f"  final states: {swap['states']}")
+
+
+if __name__ == "__main__":
+    main()
