@@ -85,6 +85,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         def empty(conn: Any) -> None:
             conn.execute(text("DELETE FROM predictions"))
             conn.execute(text("DELETE FROM api_keys"))
+            conn.execute(text("DELETE FROM workers"))
 
         await st.db.write(empty)
     yield st

@@ -183,3 +183,56 @@ async def test_predictions_with_a_checkpoint_are_requeued_not_failed(store: Any)
     # The old worker's lease is gone: its writes no longer land.
     assert await store.update_running(resumable.id, first.lease_token, lease_seconds=30) is None
     assert (await store.get_prediction(plain.id)).status == Status.FAILED
+
+
+async def test_queue_positions_are_logged_once_per_move(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    rows = [await _new(store, key.id, offset_ms=-5000 + i) for i in range(3)]
+    await _new(store, key.id, model="o/b", offset_ms=-6000)  # another model's queue does not count
+    fresh = await _new(store, key.id)  # created after the cutoff: not told yet
+
+    def line(ahead: int) -> str:
+        return f"ahead {ahead}\n"
+
+    cutoff = utcnow() - timedelta(seconds=1)
+    moved = await store.log_queue_positions("o/a", limit=50, line=line, created_before=cutoff)
+    assert moved == [r.id for r in rows]
+    # Nothing moved: nothing is written again (several workers may run this side by side).
+    assert await store.log_queue_positions("o/a", limit=50, line=line, created_before=cutoff) == []
+    await store.claim(["o/a"], "w1", 30)
+    moved = await store.log_queue_positions("o/a", limit=50, line=line, created_before=cutoff)
+    assert moved == [rows[1].id, rows[2].id]
+    assert (await store.get_prediction(rows[2].id)).logs == "ahead 2\nahead 1\n"
+    assert (await store.get_prediction(fresh.id)).logs == ""
+    assert await store.oldest_queued(["o/b"]) is not None
+    assert await store.oldest_queued(["o/zzz"]) is None
+
+
+async def test_fail_queued_fails_only_that_models_waiting_predictions(store: Any) -> None:
+    key, _ = await store.create_key("k")
+    waiting = await _new(store, key.id)
+    running = await _new(store, key.id, offset_ms=-10)
+    await store.claim(["o/a"], "w1", 30)
+    other = await _new(store, key.id, model="o/b")
+    assert await store.fail_queued("o/a", "Model o/a could not be loaded: no weights") == [waiting.id]
+    failed = await store.get_prediction(waiting.id)
+    assert (failed.status, failed.error) == (Status.FAILED, "Model o/a could not be loaded: no weights")
+    assert failed.completed_at is not None
+    assert (await store.get_prediction(running.id)).status == Status.PROCESSING
+    assert (await store.get_prediction(other.id)).status == Status.STARTING
+
+
+async def test_worker_records_carry_model_states_and_operator_requests(store: Any) -> None:
+    states = {"o/a": {"state": "loading", "since": utcnow().isoformat()}}
+    assert await store.workers.heartbeat("w1", "host", ["o/a", "o/b"], states) == []
+    await store.workers.heartbeat("w2", "host", ["o/b"], {})
+    live = await store.workers.live(utcnow() - timedelta(seconds=30))
+    assert [(w.id, w.model_states) for w in live] == [("w1", states), ("w2", {})]
+    # A request reaches every live worker serving the model, once.
+    assert await store.workers.request("o/a", "unload", utcnow() - timedelta(seconds=30)) == ["w1"]
+    assert sorted(await store.workers.request("o/b", "load", utcnow() - timedelta(seconds=30))) == ["w1", "w2"]
+    assert await store.workers.heartbeat("w1", "host", ["o/a", "o/b"], states) == [
+        {"action": "unload", "model": "o/a"},
+        {"action": "load", "model": "o/b"},
+    ]
+    assert await store.workers.heartbeat("w1", "host", ["o/a", "o/b"], states) == []

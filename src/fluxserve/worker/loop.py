@@ -252,6 +252,8 @@ class Worker:
         """Tell queued predictions where they stand ("Waiting in queue: 3 predictions ahead") as they move."""
         while True:
             await asyncio.sleep(QUEUE_REPORT_SECONDS)
+            if not self._busy:
+                continue  # an idle worker claims what is queued for it: nobody waits on this one
             for ref in self.model_manager.claimable(models):
                 try:
                     moved = await self.store.log_queue_positions(

@@ -32,6 +32,9 @@ from fluxserve.schema import utcnow
 log = logging.getLogger("fluxserve.worker")
 
 GB = 1024**3
+#: Share of the device's memory kept free of weights by default: a 1 MP FLUX step and the VAE decode need
+#: several GB of activations beside the weights.
+HEADROOM = 0.1
 #: A load or swap-in longer than this is logged on the prediction waiting for it.
 NOTE_AFTER_SECONDS = 0.5
 
@@ -70,12 +73,15 @@ def memory_of(predictor: Predictor | None) -> int:
         return 0
 
 
-def device_memory_bytes() -> int:
-    """The memory models compete for: the GPU's when a loaded model imported torch and CUDA is there, else RAM."""
+def device_memory_bytes(device: str | None) -> int:
+    """The memory models compete for, less a headroom for activations: the GPU's when a loaded model imported
+    torch and ``device`` is (or defaults to) CUDA, else the RAM."""
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        return int(torch.cuda.get_device_properties(0).total_memory)
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if torch is not None and torch.cuda.is_available() and (device is None or device.startswith("cuda")):
+        total = int(torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory)
+    else:
+        total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return int(total * (1 - HEADROOM))
 
 
 def _release_device_memory() -> None:
@@ -98,6 +104,9 @@ class Slot:
     memory_bytes: int = 0
     last_used: float = 0.0
     in_use: int = 0
+    #: Held while this model loads: models that hold no device memory (forwarded ones) load on their own,
+    #: not behind a GPU model's minutes-long load.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def set(self, state: ModelState, error: str | None = None) -> None:
         """Move to ``state`` (and remember when)."""
@@ -141,16 +150,19 @@ class ModelManager:
         """The models loaded at start: ``FLUXSERVE_PRELOAD`` (``all``, ``none`` or a comma-separated list)."""
         wanted = self.settings.preload.strip()
         if wanted == "all":
-            return list(self.slots)
-        if wanted in ("none", ""):
-            return []
-        return [ref for ref in (w.strip() for w in wanted.split(",")) if ref in self.slots]
+            refs = list(self.slots)
+        elif wanted in ("none", ""):
+            refs = []
+        else:
+            refs = [ref for ref in (w.strip() for w in wanted.split(",")) if ref in self.slots]
+        # Forwarded models first: they take a moment, and need not wait for the GPU models' loads.
+        return sorted(refs, key=lambda ref: not self.slots[ref].spec.max_concurrency)
 
     @property
     def budget_bytes(self) -> int:
         """The memory budget models are kept within."""
         if self._budget is None:
-            return device_memory_bytes()
+            return device_memory_bytes(self.settings.device)
         return self._budget
 
     @budget_bytes.setter
@@ -211,7 +223,7 @@ class ModelManager:
 
     async def _load(self, slot: Slot, note: Callable[[str], None] | None) -> Predictor:
         ref = slot.spec.ref
-        async with self._lock:
+        async with slot.lock if slot.spec.max_concurrency else self._lock:
             if slot.state == ModelState.READY and slot.predictor is not None:
                 return slot.predictor
             if slot.state == ModelState.FAILED and note is not None:
