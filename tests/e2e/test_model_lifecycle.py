@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -322,3 +323,29 @@ def test_operators_load_and_unload_models_with_an_admin_key_or_the_cli(start: An
         assert _eventually(lambda: _model(client, BIG_A)["workers"][0]["state"] == "ready", timeout=15)
         listed = run_cli("models", "list", "--data-dir", str(server.data_dir), env=env).stdout
         assert f"{BIG_A}: ready, loaded in 1." in listed
+
+
+def test_a_corrupt_weights_directory_is_a_readable_failed_state(tmp_path: Path, tiny_weights: Path, start: Any) -> None:
+    """Real loading code (no --demo) on a checkout whose transformer file is truncated."""
+    corrupt = tmp_path / "FLUX.1-schnell"
+    shutil.copytree(tiny_weights, corrupt)
+    broken = next((corrupt / "transformer").glob("*.safetensors"))
+    broken.write_bytes(broken.read_bytes()[:100])
+    ref = "black-forest-labs/flux-schnell"
+    server = make_server(
+        tmp_path / "srv",
+        tiny_weights,
+        None,
+        demo=False,
+        extra_env=_env(FLUXSERVE_PRELOAD=ref, FLUXSERVE_FLUX_SCHNELL_WEIGHTS=str(corrupt)),
+    ).start()
+    try:
+        with server.client() as client:
+            assert _eventually(lambda: _model(client, ref)["state"] == "failed", timeout=60)
+            error = _model(client, ref)["error"]
+            assert str(broken) in error and "FLUXSERVE_FLUX_SCHNELL_WEIGHTS" in error, error
+            refused = client.post(f"/models/{ref}/predictions", json={"input": {"prompt": "x"}})
+            assert refused.status_code == 503 and str(broken) in refused.json()["detail"]
+        assert server.process is not None and server.process.poll() is None  # still serving
+    finally:
+        server.stop()
