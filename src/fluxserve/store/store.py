@@ -448,6 +448,17 @@ class Store:
 
     # --- queue ------------------------------------------------------------------------------------
 
+    async def _end(self, stmt: Any) -> list[str]:
+        """Run an UPDATE … RETURNING that ends predictions; their terminal webhooks join the outbox in the same
+        transaction. Returns their ids."""
+
+        def query(conn: Connection) -> list[str]:
+            rows = [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
+            _q_outbox(conn, self.on_terminal, rows)
+            return [r.id for r in rows]
+
+        return await self.db.write(query)
+
     async def fail_queued(self, model: str, error: str) -> list[str]:
         """Fail every ``starting`` prediction of ``model`` with ``error`` (its model cannot load); their ids."""
         stmt = (
@@ -456,13 +467,7 @@ class Store:
             .values(status=Status.FAILED.value, error=error, completed_at=utcnow())
             .returning(*predictions.c)
         )
-
-        def query(conn: Connection) -> list[str]:
-            rows = [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
-            _q_outbox(conn, self.on_terminal, rows)
-            return [r.id for r in rows]
-
-        return await self.db.write(query)
+        return await self._end(stmt)
 
     async def oldest_queued(self, models: Sequence[str]) -> datetime | None:
         """When the oldest ``starting`` prediction of ``models`` was created (None if none waits)."""
@@ -617,13 +622,7 @@ class Store:
             .values(status=Status.CANCELED.value, error=error, completed_at=now, cancel_requested=True)
             .returning(*predictions.c)
         )
-
-        def query(conn: Connection) -> list[str]:
-            rows = [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings().all()]
-            _q_outbox(conn, self.on_terminal, rows)
-            return [r.id for r in rows]
-
-        return await self.db.write(query)
+        return await self._end(stmt)
 
     async def predictions_to_purge(self, completed_before: datetime, limit: int) -> list[PredictionRow]:
         """Terminal predictions completed before ``completed_before`` whose data is still there."""
