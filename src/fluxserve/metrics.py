@@ -145,7 +145,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class HttpMetricsMiddleware:
     """Pure ASGI middleware timing each HTTP request, labelled by its route template (never the raw path).
 
-    The metrics come from ``app.state.runtime`` once the lifespan has set it; until then requests are not timed.
+    The metrics come from ``app.state.api`` once the lifespan has set it; until then requests are not timed.
     """
 
     def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = ()) -> None:
@@ -172,8 +172,8 @@ class HttpMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        runtime = getattr(scope["app"].state, "runtime", None) if "app" in scope else None
-        metrics: Metrics | None = getattr(runtime, "metrics", None)
+        api = getattr(scope["app"].state, "api", None) if "app" in scope else None
+        metrics: Metrics | None = getattr(api, "metrics", None)
         if metrics is None:
             await self.app(scope, receive, send)
             return

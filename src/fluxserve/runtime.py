@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from fluxserve.api.state import ApiState, LocalWorker
 from fluxserve.config import Settings
 from fluxserve.events import EventHub
 from fluxserve.metrics import Metrics
@@ -145,6 +148,28 @@ class Runtime:
             return None
         return self._worker_task.exception()
 
+    def api_state(self) -> ApiState:
+        """The narrow state the API serves from."""
+        return ApiState(
+            settings=self.settings,
+            service=self.service,
+            registry=self.registry,
+            store=self.store,
+            blobs=self.blobs,
+            metrics=self.metrics,
+            local_worker=self._local_worker,
+        )
+
+    def _local_worker(self) -> LocalWorker | None:
+        if self.worker is None or self._worker_task is None:
+            return None
+        return LocalWorker(
+            id=self.worker.worker_id,
+            busy=self.worker.busy,
+            alive=not self._worker_task.done(),
+            model_states=self.worker.model_manager.states(),
+        )
+
     @property
     def worker_alive(self) -> bool | None:
         """Whether this process's worker task still runs; None when this process runs no worker."""
@@ -170,3 +195,13 @@ class Runtime:
         if self.bridge is not None:
             await self.bridge.stop()
         await self.store.close()
+
+
+@asynccontextmanager
+async def open_api_state(settings: Settings) -> AsyncIterator[ApiState]:
+    """The API's state for ``fluxserve serve``: a runtime with the in-process worker when enabled."""
+    runtime = await Runtime.open(settings, with_worker=settings.worker)
+    try:
+        yield runtime.api_state()
+    finally:
+        await runtime.close()

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fluxserve.api.ops import ready
+from fluxserve.api.state import LocalWorker
 from fluxserve.modelstate import Availability
 from fluxserve.predictors.fixtures import ALL
 from tests.conftest import make_server
@@ -126,29 +127,31 @@ class _Store:
             raise self.error
 
 
-def _runtime(*, ping_error: Exception | None = None, worker_alive: bool | None = True) -> Any:
+def _state(*, ping_error: Exception | None = None, worker_alive: bool | None = True) -> Any:
     async def availability(model: str) -> Availability:
         return Availability("ready", [{"worker": "w1", "state": "ready"}])
 
-    manager = SimpleNamespace(states=lambda: {NOOP: {"state": "ready", "error": None}})
-    worker = SimpleNamespace(worker_id="w1", busy=0, model_manager=manager) if worker_alive is not None else None
+    worker = None
+    if worker_alive is not None:
+        worker = LocalWorker(
+            id="w1", busy=0, alive=worker_alive, model_states={NOOP: {"state": "ready", "error": None}}
+        )
     return SimpleNamespace(
         store=_Store(ping_error),
         service=SimpleNamespace(availability=availability),
         registry=list(ALL),
-        worker=worker,
-        worker_alive=worker_alive,
+        local_worker=lambda: worker,
     )
 
 
-async def _ready(runtime: Any) -> tuple[int, str, dict[str, Any]]:
-    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(runtime=runtime)))
+async def _ready(state: Any) -> tuple[int, str, dict[str, Any]]:
+    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(api=state)))
     response = await ready(request)
     return response.status_code, response.media_type or "", orjson.loads(response.body)
 
 
 async def test_ready_503_when_the_database_is_unreachable() -> None:
-    status, media_type, body = await _ready(_runtime(ping_error=ConnectionRefusedError("connection refused")))
+    status, media_type, body = await _ready(_state(ping_error=ConnectionRefusedError("connection refused")))
     assert (status, media_type) == (503, "application/problem+json")
     assert body["status"] == 503 and body["title"] == "Not ready"
     assert "database" in body["detail"]
@@ -157,13 +160,13 @@ async def test_ready_503_when_the_database_is_unreachable() -> None:
 
 
 async def test_ready_503_when_the_worker_died() -> None:
-    status, _, body = await _ready(_runtime(worker_alive=False))
+    status, _, body = await _ready(_state(worker_alive=False))
     assert status == 503
     assert body["database"] == "ok" and body["worker"]["alive"] is False
     assert "worker" in body["detail"]
 
 
 async def test_ready_without_a_worker_is_ready() -> None:
-    status, _, body = await _ready(_runtime(worker_alive=None))
+    status, _, body = await _ready(_state(worker_alive=None))
     assert status == 200
     assert body["worker"] == {"enabled": False}

@@ -87,8 +87,9 @@ def _openapi_document() -> dict[str, Any]:
     """
     from fluxserve.api.app import create_app
     from fluxserve.config import Settings
+    from fluxserve.runtime import open_api_state
 
-    return create_app(Settings()).openapi()
+    return create_app(Settings(), open_api_state).openapi()
 
 
 DOCUMENT = _openapi_document()

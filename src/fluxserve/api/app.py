@@ -14,38 +14,36 @@ from fluxserve import __version__
 from fluxserve.api import files, models, ops, outputs, pages, predictions, problems, stream, webhooks
 from fluxserve.api.auth import KeyCache
 from fluxserve.api.ratelimit import RateLimiter
+from fluxserve.api.state import StateOpener
 from fluxserve.config import Settings
 from fluxserve.metrics import HttpMetricsMiddleware
-from fluxserve.runtime import Runtime
 from fluxserve.wire import API_PREFIXES
 
 log = logging.getLogger("fluxserve")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The ASGI app: the Replicate API under ``/v1`` and ``/replicate/v1`` (+ the worker, if enabled)."""
+def create_app(settings: Settings, open_state: StateOpener) -> FastAPI:
+    """The ASGI app: the Replicate API under ``/v1`` and ``/replicate/v1``. ``open_state`` opens what it serves
+    from for the app's lifespan (the runtime passes one that also runs the worker, if enabled)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.open(settings, with_worker=settings.worker)
-        app.state.runtime = runtime
-        app.state.key_cache = KeyCache(runtime.store)
-        app.state.rate_limiter = RateLimiter(
-            settings.rate_limit_create, settings.rate_limit_other, settings.rate_limit_storage
-        )
-        if await runtime.store.count_keys() == 0:
-            log.warning("No API keys yet. Create one with:  fluxserve keys create --data-dir %s", settings.data_dir)
-        log.info(
-            "fluxserve %s: models %s; database %s; worker %s",
-            __version__,
-            ", ".join(spec.ref for spec in runtime.registry),
-            runtime.store.dialect,
-            "in-process" if settings.worker else "off",
-        )
-        try:
+        async with open_state(settings) as state:
+            app.state.api = state
+            app.state.key_cache = KeyCache(state.store)
+            app.state.rate_limiter = RateLimiter(
+                settings.rate_limit_create, settings.rate_limit_other, settings.rate_limit_storage
+            )
+            if await state.store.count_keys() == 0:
+                log.warning("No API keys yet. Create one with:  fluxserve keys create --data-dir %s", settings.data_dir)
+            log.info(
+                "fluxserve %s: models %s; database %s; worker %s",
+                __version__,
+                ", ".join(spec.ref for spec in state.registry),
+                state.store.dialect,
+                "in-process" if settings.worker else "off",
+            )
             yield
-        finally:
-            await runtime.close()
 
     app = FastAPI(
         title="fluxserve",

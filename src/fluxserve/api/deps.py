@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fluxserve.api.auth import current_key
 from fluxserve.api.links import Links, links_for
 from fluxserve.api.ratelimit import RateLimiter
-from fluxserve.runtime import Runtime
+from fluxserve.api.state import ApiState
 from fluxserve.service import PredictionService
 from fluxserve.store.rows import KeyRow
 
@@ -35,7 +35,7 @@ async def call(request: Request) -> Call:
     if limiter is not None:
         creating = request.method == "POST" and request.url.path.endswith("/predictions")
         await limiter.check(key.id, creating=creating)
-    rt: Runtime = request.app.state.runtime
+    rt: ApiState = request.app.state.api
     return Call(key, rt.service, links_for(request, rt.settings))
 
 

@@ -142,7 +142,7 @@ async def _metadata(value: Any) -> dict[str, Any]:
 )
 async def create_file(request: Request, c: CallDep) -> Response:
     """Upload ``content`` (multipart); returns the file with ``urls.get`` to use as an input."""
-    rt = request.app.state.runtime
+    rt = request.app.state.api
     limit: int = rt.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -229,7 +229,7 @@ async def get_file(file_id: str, c: CallDep) -> Response:
 async def download_file(file_id: str, request: Request, c: CallDep) -> Response:
     """The file's bytes, with the Content-Type it was uploaded with."""
     row = await _owned(c, file_id)
-    blob = await run_in_threadpool(request.app.state.runtime.blobs.open, row.blob_key)
+    blob = await run_in_threadpool(request.app.state.api.blobs.open, row.blob_key)
     if blob is None:
         raise NotFound(f"File {file_id} has no content any more.")
     if blob.path is not None:
@@ -245,5 +245,5 @@ async def delete_file(file_id: str, request: Request, c: CallDep) -> Response:
     """Delete the file and its content."""
     row = await _owned(c, file_id)
     await c.svc.store.delete_file(row.id, c.key.id)
-    await run_in_threadpool(request.app.state.runtime.blobs.delete, row.blob_key)
+    await run_in_threadpool(request.app.state.api.blobs.delete, row.blob_key)
     return Response(status_code=204, media_type="text/plain")

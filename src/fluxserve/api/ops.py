@@ -13,9 +13,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from fluxserve.api.state import ApiState
 from fluxserve.metrics import CONTENT_TYPE
 from fluxserve.modelstate import Availability
-from fluxserve.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("fluxserve.api")
@@ -24,33 +24,32 @@ log = logging.getLogger("fluxserve.api")
 DATABASE_TIMEOUT = 2.0
 
 
-async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
-    """Whether this process can serve: the database answers and, if it runs a worker, the worker runs."""
+async def readiness(state: ApiState) -> tuple[bool, dict[str, Any]]:
+    """Whether this process can serve: the database answers and, if it runs a worker, the worker runs and
+    its models have loaded."""
     problems: list[str] = []
     body: dict[str, Any] = {"status": "ready", "database": "ok"}
     try:
         async with asyncio.timeout(DATABASE_TIMEOUT):
-            await runtime.store.ping()
-            live = {spec.ref: await runtime.service.availability(spec.ref) for spec in runtime.registry}
+            await state.store.ping()
+            live = {spec.ref: await state.service.availability(spec.ref) for spec in state.registry}
     except Exception as exc:
         detail = "timed out" if isinstance(exc, TimeoutError) else (str(exc).splitlines() or [type(exc).__name__])[0]
         body["database"] = f"unreachable: {detail}"
         problems.append(f"the database is unreachable ({detail})")
         live = None
-    alive = runtime.worker_alive
-    if alive is None:
+    worker = state.local_worker()
+    if worker is None:
         body["worker"] = {"enabled": False}
     else:
-        body["worker"] = {"enabled": True, "alive": alive}
-        if runtime.worker is not None:
-            body["worker"].update(id=runtime.worker.worker_id, busy=runtime.worker.busy)
-        if not alive:
+        body["worker"] = {"enabled": True, "alive": worker.alive, "id": worker.id, "busy": worker.busy}
+        if not worker.alive:
             problems.append("the worker of this process has stopped")
-    body["models"] = [_model_readiness(spec.ref, None if live is None else live[spec.ref]) for spec in runtime.registry]
-    if runtime.worker is not None:
+    body["models"] = [_model_readiness(spec.ref, None if live is None else live[spec.ref]) for spec in state.registry]
+    if worker is not None:
         # This process's own worker is ready once its models have loaded (like a model server's readiness);
         # a model that failed is reported above, and makes the process unready only if nothing loaded.
-        states = runtime.worker.model_manager.states()
+        states = worker.model_states
         problems += [f"model {ref} is loading on this worker" for ref, s in states.items() if s["state"] == "loading"]
         failed = {ref: s["error"] for ref, s in states.items() if s["state"] == "failed"}
         if failed and len(failed) == len(states):
@@ -79,7 +78,7 @@ def _model_readiness(ref: str, available: Availability | None) -> dict[str, Any]
 @router.get("/ready")
 async def ready(request: Request) -> Response:
     """Readiness for load balancers: 200 when ready, else 503 problem+json saying what is not."""
-    ok, body = await readiness(request.app.state.runtime)
+    ok, body = await readiness(request.app.state.api)
     headers = {"Cache-Control": "no-store"}
     if ok:
         return Response(orjson.dumps(body), media_type="application/json", headers=headers)
@@ -93,18 +92,18 @@ async def ready(request: Request) -> Response:
     )
 
 
-async def _queue_depths(runtime: Runtime) -> dict[str, int]:
-    return {spec.ref: await runtime.store.queued_count(spec.ref) for spec in runtime.registry}
+async def _queue_depths(state: ApiState) -> dict[str, int]:
+    return {spec.ref: await state.store.queued_count(spec.ref) for spec in state.registry}
 
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """This process's metrics in the Prometheus text format (queue depth read from the database now)."""
-    runtime: Runtime = request.app.state.runtime
+    state: ApiState = request.app.state.api
     depths: dict[str, int] | None
     try:
-        depths = await asyncio.wait_for(_queue_depths(runtime), DATABASE_TIMEOUT)
+        depths = await asyncio.wait_for(_queue_depths(state), DATABASE_TIMEOUT)
     except Exception as exc:
         log.warning("metrics: could not read the queue depth: %s", exc)
         depths = None
-    return Response(runtime.metrics.render(depths), media_type=CONTENT_TYPE)
+    return Response(state.metrics.render(depths), media_type=CONTENT_TYPE)

@@ -24,7 +24,7 @@ _OUTPUT_RESPONSES = {
 @router.head("/outputs/{prediction_id}/{filename}", responses=_OUTPUT_RESPONSES, summary="Headers of an output file")
 async def get_output(prediction_id: str, filename: str, request: Request) -> Response:
     """The bytes of an output file, with its image Content-Type (from a directory or S3)."""
-    blobs = request.app.state.runtime.blobs
+    blobs = request.app.state.api.blobs
     # Opening may be a network call (S3): keep it off the event loop.
     blob = await run_in_threadpool(blobs.open, f"{prediction_id}/{filename}")
     if blob is None:

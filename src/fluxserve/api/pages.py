@@ -19,10 +19,10 @@ from fastapi.templating import Jinja2Templates
 
 from fluxserve.api.links import Links, links_for
 from fluxserve.api.render import render_prediction
+from fluxserve.api.state import ApiState
 from fluxserve.api.stream import Cursor
 from fluxserve.errors import NotFound
 from fluxserve.progress import Progress, parse_progress
-from fluxserve.runtime import Runtime
 from fluxserve.schema import format_timestamp
 from fluxserve.store.rows import PredictionRow
 from fluxserve.watch import find_prediction
@@ -163,7 +163,7 @@ def prediction_view(row: PredictionRow, links: Links) -> PredictionView:
 
 
 async def _view(request: Request, prediction_id: str) -> tuple[PredictionView, Links]:
-    rt: Runtime = request.app.state.runtime
+    rt: ApiState = request.app.state.api
     row = await find_prediction(rt.service, prediction_id)
     if row is None:
         raise NotFound(f"Prediction {prediction_id} not found.")
@@ -195,5 +195,5 @@ async def prediction_fragment(prediction_id: str, request: Request) -> Response:
 @router.get("/", response_class=HTMLResponse)
 async def playground(request: Request) -> Response:
     """The playground: pick a model, fill in its form, run it, watch it; the key's recent predictions."""
-    rt: Runtime = request.app.state.runtime
+    rt: ApiState = request.app.state.api
     return _render(request, "playground.html", links_for(request, rt.settings), {})

@@ -23,9 +23,9 @@ from fastapi.responses import StreamingResponse
 from fluxserve.api.links import Links, links_for
 from fluxserve.api.problems import problem_responses
 from fluxserve.api.render import render_prediction
+from fluxserve.api.state import ApiState
 from fluxserve.errors import NotFound
 from fluxserve.lifecycle import Status
-from fluxserve.runtime import Runtime
 from fluxserve.store.rows import PredictionRow
 from fluxserve.watch import find_prediction, follow
 
@@ -158,7 +158,7 @@ async def stream_prediction(
     ] = None,
 ) -> StreamingResponse:
     """Follow a prediction until it ends. No key is needed: the id is the credential."""
-    rt: Runtime = request.app.state.runtime
+    rt: ApiState = request.app.state.api
     if await find_prediction(rt.service, prediction_id) is None:
         raise NotFound(f"Prediction {prediction_id} not found.")
     links = links_for(request, rt.settings)

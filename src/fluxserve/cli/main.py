@@ -67,6 +67,7 @@ def serve(
     import uvicorn
 
     from fluxserve.api.app import create_app
+    from fluxserve.runtime import open_api_state
 
     settings = _settings(
         host=host,
@@ -82,7 +83,7 @@ def serve(
             "Demo mode: models run tiny random pipelines; the images are noise, not FLUX output."
         )
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, open_api_state),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
