@@ -341,7 +341,7 @@ def build_rows(key_id: str, n: int) -> list[dict[str, Any]]:
     """N ``starting`` predictions like tests/store/test_store.py's ``_new``, 1 µs apart (claim order)."""
     from fluxserve.lifecycle import Status
     from fluxserve.schema import utcnow
-    from fluxserve.service import new_prediction_id
+    from fluxserve.service.predictions import new_prediction_id
     from fluxserve.store.rows import PredictionRow
 
     base = utcnow()

@@ -17,7 +17,8 @@ from fluxserve.netguard import NetPolicy
 from fluxserve.pgnotify import PgNotifyBridge
 from fluxserve.reaper import maintain
 from fluxserve.registry import Registry, build_registry
-from fluxserve.service import PredictionService
+from fluxserve.service.files import FileService
+from fluxserve.service.predictions import PredictionService
 from fluxserve.storage import BlobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.store.store import Store
@@ -153,6 +154,13 @@ class Runtime:
         return ApiState(
             settings=self.settings,
             service=self.service,
+            files=FileService(
+                self.store,
+                self.blobs,
+                max_bytes=self.settings.max_upload_bytes,
+                ttl_seconds=self.settings.file_ttl_seconds,
+                scratch_dir=self.settings.scratch_dir,
+            ),
             registry=self.registry,
             store=self.store,
             blobs=self.blobs,

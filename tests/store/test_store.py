@@ -8,7 +8,7 @@ from typing import Any
 
 from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
-from fluxserve.service import new_prediction_id
+from fluxserve.service.predictions import new_prediction_id
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store, hash_token
 

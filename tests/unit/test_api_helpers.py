@@ -9,7 +9,7 @@ import pytest
 from fluxserve.api.predictions import parse_prefer_wait
 from fluxserve.errors import InvalidRequest
 from fluxserve.lifecycle import Status
-from fluxserve.service import _decode_cursor, new_prediction_id
+from fluxserve.service.predictions import _decode_cursor, new_prediction_id
 
 
 @pytest.mark.parametrize(

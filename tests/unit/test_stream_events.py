@@ -12,8 +12,8 @@ from fluxserve.api.links import Links
 from fluxserve.api.stream import Cursor, event_stream, events_for, format_event
 from fluxserve.events import PREDICTION, EventHub
 from fluxserve.lifecycle import Status
+from fluxserve.service.follow import follow
 from fluxserve.store.rows import PredictionRow
-from fluxserve.watch import follow
 
 
 def row(**changes: Any) -> PredictionRow:
@@ -109,7 +109,7 @@ class FakeStore:
 async def test_follow_is_event_driven_pings_when_idle_and_ends_when_terminal() -> None:
     store = FakeStore(row(logs=""))
     hub = EventHub()
-    svc: Any = SimpleNamespace(store=store, hub=hub)
+    svc: Any = SimpleNamespace(find=store.get_prediction, hub=hub)
     got: list[PredictionRow | None] = []
 
     async def consume() -> None:
@@ -133,7 +133,7 @@ async def test_follow_is_event_driven_pings_when_idle_and_ends_when_terminal() -
 
 async def test_follow_rereads_as_a_safety_net() -> None:
     store = FakeStore(row())
-    svc: Any = SimpleNamespace(store=store, hub=EventHub())
+    svc: Any = SimpleNamespace(find=store.get_prediction, hub=EventHub())
     stream = event_stream(follow(svc, "p1", keepalive=60, reread=0.05), Cursor(), LINKS)
     first = asyncio.ensure_future(anext(stream))
     await asyncio.sleep(0.01)
@@ -143,12 +143,12 @@ async def test_follow_rereads_as_a_safety_net() -> None:
 
 
 async def test_event_stream_sends_pings() -> None:
-    svc: Any = SimpleNamespace(store=FakeStore(row()), hub=EventHub())
+    svc: Any = SimpleNamespace(find=FakeStore(row()).get_prediction, hub=EventHub())
     stream = event_stream(follow(svc, "p1", keepalive=0.02, reread=60), Cursor(), LINKS)
     assert await asyncio.wait_for(anext(stream), 1) == ": ping\n\n"
     await stream.aclose()
 
 
 async def test_follow_of_a_missing_prediction_yields_nothing() -> None:
-    svc: Any = SimpleNamespace(store=FakeStore(None), hub=EventHub())
+    svc: Any = SimpleNamespace(find=FakeStore(None).get_prediction, hub=EventHub())
     assert [item async for item in follow(svc, "p1")] == []

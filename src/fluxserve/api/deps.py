@@ -15,7 +15,7 @@ from fluxserve.api.auth import current_key
 from fluxserve.api.links import Links, links_for
 from fluxserve.api.ratelimit import RateLimiter
 from fluxserve.api.state import ApiState
-from fluxserve.service import PredictionService
+from fluxserve.service.predictions import PredictionService
 from fluxserve.store.rows import KeyRow
 
 

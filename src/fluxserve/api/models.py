@@ -15,7 +15,7 @@ from fluxserve.api.render import json_response
 from fluxserve.errors import NotFound
 from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
 from fluxserve.schema import Account, Model, ModelAction, ModelPage, ModelWorker, Usage, Version, VersionPage
-from fluxserve.service import PredictionService
+from fluxserve.service.predictions import PredictionService
 
 router = APIRouter(tags=["models"])
 
@@ -34,17 +34,18 @@ def _version(spec: ModelSpec) -> Version:
 
 async def _model(spec: ModelSpec, svc: PredictionService, lk: Links) -> Model:
     available = await svc.availability(spec.ref)
+    queued, run_count = await svc.model_counts(spec.ref)
     return Model(
         live_workers=available.live_workers,
         state=available.state,
         workers=[ModelWorker.model_validate(entry) for entry in available.workers],
         error=available.error,
-        queued_predictions=await svc.store.queued_count(spec.ref),
+        queued_predictions=queued,
         url=f"{lk.origin}/?model={spec.ref}",
         owner=spec.owner,
         name=spec.name,
         description=spec.description,
-        run_count=await svc.store.count_predictions(spec.ref),
+        run_count=run_count,
         latest_version=_version(spec),
     )
 

@@ -24,8 +24,8 @@ from fluxserve.api.stream import Cursor
 from fluxserve.errors import NotFound
 from fluxserve.progress import Progress, parse_progress
 from fluxserve.schema import format_timestamp
+from fluxserve.service.follow import find_prediction
 from fluxserve.store.rows import PredictionRow
-from fluxserve.watch import find_prediction
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"

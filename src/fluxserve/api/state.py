@@ -15,7 +15,8 @@ from typing import Any
 from fluxserve.config import Settings
 from fluxserve.metrics import Metrics
 from fluxserve.registry import Registry
-from fluxserve.service import PredictionService
+from fluxserve.service.files import FileService
+from fluxserve.service.predictions import PredictionService
 from fluxserve.storage import BlobStore
 from fluxserve.store.store import Store
 
@@ -37,6 +38,7 @@ class ApiState:
 
     settings: Settings
     service: PredictionService
+    files: FileService
     registry: Registry
     store: Store
     blobs: BlobStore

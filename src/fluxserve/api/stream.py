@@ -26,8 +26,8 @@ from fluxserve.api.render import render_prediction
 from fluxserve.api.state import ApiState
 from fluxserve.errors import NotFound
 from fluxserve.lifecycle import Status
+from fluxserve.service.follow import find_prediction, follow
 from fluxserve.store.rows import PredictionRow
-from fluxserve.watch import find_prediction, follow
 
 router = APIRouter(tags=["predictions"])
 

@@ -26,4 +26,4 @@ class WebhookSecret(BaseModel):
 )
 async def default_secret(c: CallDep) -> WebhookSecret:
     """Verify webhook requests with this secret (Standard Webhooks; ``replicate.webhooks.validate``)."""
-    return WebhookSecret(key=await c.svc.store.webhook_secret(c.key.id, new_secret()))
+    return WebhookSecret(key=await c.svc.webhook_secret(c.key, new_secret()))

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 
 from fluxserve.events import PREDICTION
-from fluxserve.service import PredictionService
+from fluxserve.service.predictions import PredictionService
 from fluxserve.store.rows import PredictionRow
 
 #: A keep-alive is due this often; the official Python client reads with a 30 s timeout.
@@ -24,7 +24,7 @@ REREAD_SECONDS = 5.0
 
 async def find_prediction(svc: PredictionService, prediction_id: str) -> PredictionRow | None:
     """The prediction ``prediction_id`` of any key, or None (for capability URLs only)."""
-    return await svc.store.get_prediction(prediction_id)
+    return await svc.find(prediction_id)
 
 
 async def follow(

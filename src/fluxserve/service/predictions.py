@@ -336,6 +336,18 @@ class PredictionService:
             raise NotFound(f"Prediction {prediction_id} not found.")
         return row
 
+    async def find(self, prediction_id: str) -> PredictionRow | None:
+        """The prediction ``prediction_id`` of any key, or None: for capability URLs only (stream, web page)."""
+        return await self.store.get_prediction(prediction_id)
+
+    async def model_counts(self, model: str) -> tuple[int, int]:
+        """(queued, all-time) predictions of ``model``."""
+        return await self.store.queued_count(model), await self.store.count_predictions(model)
+
+    async def webhook_secret(self, key: KeyRow, candidate: str) -> str:
+        """The key's webhook signing secret (``candidate`` becomes it on first use)."""
+        return await self.store.webhook_secret(key.id, candidate)
+
     async def list(
         self,
         key: KeyRow,
