@@ -15,17 +15,13 @@ from datetime import timedelta
 
 from fluxserve.config import Settings
 from fluxserve.events import PREDICTION, WORK, EventHub
-from fluxserve.lifecycle import DEADLINE_ERROR, RESUME_NOTE
+from fluxserve.lifecycle import DEADLINE_ERROR, LEASE_LOST_ERROR, RESUME_NOTE
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_keys
 from fluxserve.store.store import Store
 
 log = logging.getLogger("fluxserve.reaper")
 
-LEASE_LOST_ERROR = (
-    "The worker running this prediction was lost (it stopped renewing its lease), so the prediction did not "
-    "finish. Create it again."
-)
 # Retention runs every this many housekeeping rounds (about a second each).
 RETENTION_EVERY = 10
 # Worker records not refreshed for this many lease periods are deleted.

@@ -21,14 +21,14 @@ import httpx
 
 from fluxserve import __version__
 from fluxserve.client.sse import ServerSentEvent, iter_events
+from fluxserve.lifecycle import Status
 from fluxserve.schema import Model, ModelPage, Prediction, PredictionPage
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000/v1"
 # A version id alone (``POST /predictions {"version": id}``).
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 _REF = re.compile(r"^(?P<owner>[^/:]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$")
-_TERMINAL = frozenset({"succeeded", "failed", "canceled"})
-_KNOWN_STATUSES = frozenset({"starting", "processing", *_TERMINAL})
+_KNOWN_STATUSES = frozenset(status.value for status in Status)
 
 
 class ClientError(Exception):
@@ -179,7 +179,7 @@ class Client:
     def wait(self, prediction: Prediction, *, interval: float = 0.5, timeout: float | None = None) -> Prediction:
         """Poll until ``prediction`` is terminal (or ``timeout`` seconds pass); return its latest state."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while prediction.status.value not in _TERMINAL:
+        while not prediction.status.is_terminal:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             time.sleep(interval)

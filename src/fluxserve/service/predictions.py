@@ -25,7 +25,7 @@ from fluxserve.errors import (
     TooManyRequests,
 )
 from fluxserve.events import CANCEL, OPERATOR, PREDICTION, WORK, EventHub, Subscription
-from fluxserve.lifecycle import Status
+from fluxserve.lifecycle import LOADING_LOG, NO_WORKER_LOG, Status
 from fluxserve.modelstate import Availability, summarize
 from fluxserve.predictors.images import sniff_image
 from fluxserve.predictors.inputs import validate_input
@@ -40,11 +40,6 @@ LIVE_WORKERS_CACHE_SECONDS = 1.0
 QUEUE_FULL_RETRY_SECONDS = 5
 # Even when no event arrives, a waiter re-reads this often (events can be lost while a database restarts).
 WAIT_RECHECK_SECONDS = 5.0
-NO_WORKER_LOG = (
-    "Waiting for a worker: no running worker serves {model} right now. "
-    "The prediction stays queued and starts when one does.\n"
-)
-LOADING_LOG = "Waiting for {model} to load on a worker; the prediction starts once it is ready.\n"
 log = logging.getLogger("fluxserve.service")
 # How long a cancel request waits for the worker to stop, so the response usually reads "canceled".
 CANCEL_SETTLE_SECONDS = 1.0

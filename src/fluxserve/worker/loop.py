@@ -21,7 +21,7 @@ import httpx
 
 from fluxserve.config import Settings
 from fluxserve.events import ANY, OPERATOR, PREDICTION, WORK, EventHub
-from fluxserve.lifecycle import RESUME_NOTE
+from fluxserve.lifecycle import RESTART_ERROR, RESUME_NOTE, queue_line
 from fluxserve.metrics import Metrics
 from fluxserve.modelstate import summarize
 from fluxserve.netguard import NetPolicy, guarded_client
@@ -37,21 +37,10 @@ from fluxserve.worker.runner import PredictionRun, RunEnv
 
 log = logging.getLogger("fluxserve.worker")
 
-RESTART_ERROR = (
-    "The server stopped while this prediction was running, so it did not finish. It was not retried "
-    "automatically; create it again."
-)
 #: How often queued predictions are told their position (and how long one waits before it is told).
 QUEUE_REPORT_SECONDS = 1.0
 #: Queued predictions of a model that are told their position; those behind them learn it as they move up.
 QUEUE_REPORT_DEPTH = 50
-
-
-def queue_line(ahead: int) -> str:
-    """The log line of a queued prediction with ``ahead`` predictions before it."""
-    if ahead == 0:
-        return "Waiting in queue: next in line\n"
-    return f"Waiting in queue: {ahead} prediction{'s' if ahead != 1 else ''} ahead\n"
 
 
 class NothingLoaded(Exception):

@@ -26,7 +26,14 @@ from typing import Any
 
 from fluxserve.config import Settings
 from fluxserve.events import CANCEL, PREDICTION, EventHub, Subscription
-from fluxserve.lifecycle import DEADLINE_ERROR, RUN_TIME_ERROR, STOP_LEASE_LOST, Status
+from fluxserve.lifecycle import (
+    DEADLINE_ERROR,
+    RUN_TIME_ERROR,
+    STOP_DEADLINE,
+    STOP_LEASE_LOST,
+    STOP_RUN_TIME,
+    Status,
+)
 from fluxserve.metrics import Metrics
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.predictors.inputs import validate_input
@@ -42,8 +49,6 @@ from fluxserve.worker.models import ModelLoadFailed, ModelManager, error_message
 
 log = logging.getLogger("fluxserve.worker")
 
-STOP_DEADLINE = "deadline"
-STOP_RUN_TIME = "run-time limit"
 # Logs are written at most this often while a prediction runs (each write also renews the lease).
 LOG_FLUSH_SECONDS = 0.25
 
