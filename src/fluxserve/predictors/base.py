@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+def summarize(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most ~300 characters, for operator-facing errors."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class PredictionCanceled(Exception):
     """Raised inside a predictor (by :meth:`PredictContext.check_canceled`) when the user canceled."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from fluxserve.predictors.base import PredictContext, WeightsUnavailable
+from fluxserve.predictors.base import PredictContext, WeightsUnavailable, summarize
 from fluxserve.predictors.fast import FastOptions, FastPath
 from fluxserve.predictors.inputs import ASPECT_RATIOS, MEGAPIXELS, image_size
 
@@ -39,14 +39,6 @@ _PIL_FORMATS = {"webp": "WEBP", "jpg": "JPEG", "png": "PNG"}
 
 #: ``from_pretrained(source, local_files_only)``: loads a pipeline from a directory or a hub id.
 PipelineLoader = Callable[[str, bool], Any]
-
-
-def summarize(exc: BaseException) -> str:
-    """``Type: message`` on one line, at most ~300 characters, for operator-facing errors."""
-    text = " ".join(str(exc).split())
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:

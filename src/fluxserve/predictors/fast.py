@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluxserve.predictors.base import summarize
+
 logger = logging.getLogger(__name__)
 
 STEPS: tuple[str, ...] = ("fused_qkv", "fp8", "attention", "compile", "vae", "step_cache", "fbcache")
@@ -251,8 +253,6 @@ class FastPath:
                     with self.call(steps):
                         self.pipe(num_inference_steps=steps, **kwargs)
         except Exception as exc:
-            from fluxserve.predictors.common import summarize
-
             self.disable(f"warm-up failed: {summarize(exc)}")
             return
         self.warmup_seconds = time.perf_counter() - start
@@ -430,8 +430,6 @@ def _set_attention(transformer: Any, backend: str) -> StepResult:
     try:
         transformer.set_attention_backend(backend)
     except Exception as exc:
-        from fluxserve.predictors.common import summarize
-
         return StepResult("attention", False, f"backend {backend!r} unavailable ({summarize(exc)})")
     label = {"_native_cudnn": "cuDNN SDPA", "_flash_3": "FlashAttention-3", "native": "PyTorch SDPA"}
     return StepResult("attention", True, f"{label.get(backend, backend)} attention")
