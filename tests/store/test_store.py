@@ -9,8 +9,9 @@ from typing import Any
 from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
 from fluxserve.service.predictions import new_prediction_id
+from fluxserve.store.keys import hash_token
 from fluxserve.store.rows import PredictionRow
-from fluxserve.store.store import Store, hash_token
+from fluxserve.store.store import Store
 
 
 async def _new(store: Store, key_id: str, model: str = "o/a", offset_ms: int = 0) -> PredictionRow:
