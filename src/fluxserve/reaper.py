@@ -14,7 +14,7 @@ import logging
 from datetime import timedelta
 
 from fluxserve.config import Settings
-from fluxserve.events import PREDICTION, WORK, EventHub
+from fluxserve.events.hub import PREDICTION, WORK, EventHub
 from fluxserve.lifecycle import DEADLINE_ERROR, LEASE_LOST_ERROR, RESUME_NOTE
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_keys

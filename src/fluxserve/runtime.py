@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from fluxserve.api.state import ApiState, LocalWorker
 from fluxserve.config import Settings
-from fluxserve.events import EventHub
-from fluxserve.metrics import Metrics
-from fluxserve.netguard import NetPolicy
-from fluxserve.pgnotify import PgNotifyBridge
+from fluxserve.events.hub import EventHub
+from fluxserve.events.pgnotify import PgNotifyBridge
+from fluxserve.metrics.prometheus import Metrics
+from fluxserve.net.guard import NetPolicy
 from fluxserve.reaper import maintain
 from fluxserve.registry import Registry, build_registry
 from fluxserve.service.files import FileService

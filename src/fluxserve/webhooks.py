@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from fluxserve.netguard import NetPolicy, UnsafeURL, check_url, guarded_client
+from fluxserve.net.guard import NetPolicy, UnsafeURL, check_url, guarded_client
 from fluxserve.schema import utcnow
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
 from fluxserve.wire import Links, render_prediction
 
 if TYPE_CHECKING:
-    from fluxserve.metrics import Metrics
+    from fluxserve.metrics.prometheus import Metrics
 
 log = logging.getLogger("fluxserve.webhooks")
 

@@ -19,7 +19,7 @@ API_FORBIDDEN = (
     "fluxserve.worker",
     "fluxserve.runtime",
     "fluxserve.reaper",
-    "fluxserve.pgnotify",
+    "fluxserve.events.pgnotify",
     "fluxserve.predictors.base",
     "fluxserve.predictors.common",
     "fluxserve.predictors.fast",

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fluxserve.metrics import Metrics
-from fluxserve.metrics_http import MetricsListener
+from fluxserve.metrics.listener import MetricsListener
+from fluxserve.metrics.prometheus import Metrics
 from tests.conftest import _require_postgres, make_server
 from tests.support import Server, WorkerProcess, create_pg_database, drop_pg_database, free_port, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluxserve.netguard import GuardedBackend, NetPolicy, UnsafeURL, check_address, check_url
+from fluxserve.net.guard import GuardedBackend, NetPolicy, UnsafeURL, check_address, check_url
 
 
 @pytest.mark.parametrize(

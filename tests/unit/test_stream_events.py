@@ -10,7 +10,7 @@ from typing import Any
 
 from fluxserve.api.links import Links
 from fluxserve.api.stream import Cursor, event_stream, events_for, format_event
-from fluxserve.events import PREDICTION, EventHub
+from fluxserve.events.hub import PREDICTION, EventHub
 from fluxserve.lifecycle import Status
 from fluxserve.service.follow import follow
 from fluxserve.store.rows import PredictionRow

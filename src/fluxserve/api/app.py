@@ -16,7 +16,7 @@ from fluxserve.api.auth import KeyCache
 from fluxserve.api.ratelimit import RateLimiter
 from fluxserve.api.state import StateOpener
 from fluxserve.config import Settings
-from fluxserve.metrics import HttpMetricsMiddleware
+from fluxserve.metrics.middleware import HttpMetricsMiddleware
 from fluxserve.wire import API_PREFIXES
 
 log = logging.getLogger("fluxserve")

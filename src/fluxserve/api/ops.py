@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fluxserve.api.state import ApiState
-from fluxserve.metrics import CONTENT_TYPE
+from fluxserve.metrics.prometheus import CONTENT_TYPE
 from fluxserve.modelstate import Availability
 
 router = APIRouter(include_in_schema=False)

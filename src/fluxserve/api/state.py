@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fluxserve.config import Settings
-from fluxserve.metrics import Metrics
+from fluxserve.metrics.prometheus import Metrics
 from fluxserve.registry import Registry
 from fluxserve.service.files import FileService
 from fluxserve.service.predictions import PredictionService

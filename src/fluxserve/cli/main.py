@@ -41,7 +41,7 @@ def _configure_logging(level: str, log_format: str = "text") -> None:
         # httpx logs every request at INFO; a worker following forwarded predictions polls, which would flood logs.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     if log_format == "json":
-        from fluxserve.metrics import JsonLogFormatter
+        from fluxserve.logs import JsonLogFormatter
 
         handler = logging.StreamHandler()
         handler.setFormatter(JsonLogFormatter())
@@ -153,7 +153,7 @@ def worker(
         assert runtime.worker is not None
         listener = None
         if settings.worker_metrics_port is not None:
-            from fluxserve.metrics_http import MetricsListener
+            from fluxserve.metrics.listener import MetricsListener
 
             listener = MetricsListener(
                 runtime.metrics,

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from fluxserve.gateway.routes import Provider, UpstreamRoute
-from fluxserve.netguard import NetPolicy, UnsafeURL, check_url, guarded_client
+from fluxserve.net.guard import NetPolicy, UnsafeURL, check_url, guarded_client
 from fluxserve.predictors.base import PredictContext, PredictionCanceled
 from fluxserve.predictors.images import sniff_image
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from fluxserve.events import PREDICTION
+from fluxserve.events.hub import PREDICTION
 from fluxserve.service.predictions import PredictionService
 from fluxserve.store.rows import PredictionRow
 

@@ -24,16 +24,16 @@ from fluxserve.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from fluxserve.events import CANCEL, OPERATOR, PREDICTION, WORK, EventHub, Subscription
+from fluxserve.events.hub import CANCEL, OPERATOR, PREDICTION, WORK, EventHub, Subscription
 from fluxserve.lifecycle import LOADING_LOG, NO_WORKER_LOG, Status
 from fluxserve.modelstate import Availability, summarize
+from fluxserve.net.uris import InputURIError, OwnFile, check_uri_syntax, decode_data_uri, own_reference
 from fluxserve.predictors.images import sniff_image
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import PredictionRequest, utcnow
 from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow, WorkerRow
 from fluxserve.store.store import Store
-from fluxserve.uris import InputURIError, OwnFile, check_uri_syntax, decode_data_uri, own_reference
 
 PAGE_SIZE = 100
 LIVE_WORKERS_CACHE_SECONDS = 1.0

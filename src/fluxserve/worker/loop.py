@@ -20,11 +20,11 @@ from datetime import timedelta
 import httpx
 
 from fluxserve.config import Settings
-from fluxserve.events import ANY, OPERATOR, PREDICTION, WORK, EventHub
+from fluxserve.events.hub import ANY, OPERATOR, PREDICTION, WORK, EventHub
 from fluxserve.lifecycle import RESTART_ERROR, RESUME_NOTE, queue_line
-from fluxserve.metrics import Metrics
+from fluxserve.metrics.prometheus import Metrics
 from fluxserve.modelstate import summarize
-from fluxserve.netguard import NetPolicy, guarded_client
+from fluxserve.net.guard import NetPolicy, guarded_client
 from fluxserve.registry import Registry
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore

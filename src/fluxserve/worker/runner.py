@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxserve.config import Settings
-from fluxserve.events import CANCEL, PREDICTION, EventHub, Subscription
+from fluxserve.events.hub import CANCEL, PREDICTION, EventHub, Subscription
 from fluxserve.lifecycle import (
     DEADLINE_ERROR,
     RUN_TIME_ERROR,
@@ -34,7 +34,7 @@ from fluxserve.lifecycle import (
     STOP_RUN_TIME,
     Status,
 )
-from fluxserve.metrics import Metrics
+from fluxserve.metrics.prometheus import Metrics
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.predictors.inputs import validate_input
 from fluxserve.registry import Registry

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from fluxserve.events import CANCEL, PREDICTION, WORK, EventHub
+from fluxserve.events.hub import CANCEL, PREDICTION, WORK, EventHub
 
 log = logging.getLogger("fluxserve.events")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from fluxserve.metrics import CONTENT_TYPE, Metrics
+from fluxserve.metrics.prometheus import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("fluxserve.metrics")
 

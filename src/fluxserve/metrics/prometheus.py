@@ -1,4 +1,4 @@
-"""Prometheus metrics of one process, the HTTP latency middleware, and JSON log lines.
+"""Prometheus metrics of one process.
 
 Every process (API replica or worker) has its own :class:`Metrics` with its own registry and
 exposes only what it did itself; Prometheus sums across processes. Queue depth is the exception:
@@ -7,16 +7,11 @@ it is read from the database at scrape time, so every API replica reports the sa
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-#: Seconds; predictions run from milliseconds (fixtures) to minutes (FLUX on a busy GPU).
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 #: Seconds; most API calls answer in a few milliseconds (``Prefer: wait`` holds up to 60 s).
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -133,79 +128,3 @@ class Metrics:
         for model, depth in (queue_depths or {}).items():
             self.queue_depth.labels(model).set(depth)
         return generate_latest(self.registry)
-
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class HttpMetricsMiddleware:
-    """Pure ASGI middleware timing each HTTP request, labelled by its route template (never the raw path).
-
-    The metrics come from ``app.state.api`` once the lifespan has set it; until then requests are not timed.
-    """
-
-    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = ()) -> None:
-        self.app = app
-        self.prefixes = prefixes
-
-    def route_template(self, scope: Scope) -> str:
-        """The matched route's path template, with the router prefix (``prefixes``) it was included under."""
-        route = scope.get("route")
-        template = getattr(route, "path", None)
-        if not template:
-            return UNMATCHED_ROUTE
-        regex = getattr(route, "path_regex", None)
-        path = scope.get("path", "")
-        if regex is None or regex.match(path):
-            return str(template)
-        # Included routers may keep their routes unprefixed (FastAPI ≥ 0.16x): find the prefix that fits.
-        for prefix in self.prefixes:
-            if path.startswith(prefix) and regex.match(path[len(prefix) :]):
-                return prefix + str(template)
-        return str(template)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        api = getattr(scope["app"].state, "api", None) if "app" in scope else None
-        metrics: Metrics | None = getattr(api, "metrics", None)
-        if metrics is None:
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            metrics.observe_http(scope["method"], self.route_template(scope), status, time.perf_counter() - start)
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message (+ prediction_id, exc_info when present)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as a JSON line."""
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        prediction_id = getattr(record, "prediction_id", None)
-        if prediction_id is not None:
-            entry["prediction_id"] = prediction_id
-        if record.exc_info:
-            entry["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)

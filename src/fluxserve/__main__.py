@@ -1,0 +1,5 @@
+"""``python -m fluxserve``: the same as the ``fluxserve`` command."""
+
+from fluxserve.cli.main import main
+
+main()
