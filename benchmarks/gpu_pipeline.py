@@ -53,14 +53,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fluxserve.catalog.fields import validate_input
+from fluxserve.catalog.flux import FLUX_DEV_INPUTS, FLUX_KONTEXT_DEV_INPUTS, FLUX_SCHNELL_INPUTS
+from fluxserve.catalog.sizes import image_size
 from fluxserve.predictors.fast import DEFAULT_STEPS, STEPS, FastOptions, parse_steps
-from fluxserve.predictors.inputs import (
-    FLUX_DEV_INPUTS,
-    FLUX_KONTEXT_DEV_INPUTS,
-    FLUX_SCHNELL_INPUTS,
-    image_size,
-    validate_input,
-)
 
 MODELS = ("schnell", "dev", "kontext")
 #: The reference's achievable dense bf16 rate on an H100 (its floors: 0.35 s schnell, 2.64 s dev).
@@ -430,7 +426,7 @@ def image_drift(
 def shape_check(predictor: Any, kind: str, args: argparse.Namespace, workdir: Path) -> tuple[int, int]:
     """go_fast requests at every served shape (2 steps each; steps do not change shapes) after the warm-up:
     (shapes run, dynamo graphs compiled meanwhile). Anything but 0 graphs means a request paid for a compile."""
-    from fluxserve.predictors.inputs import ASPECT_RATIOS, PREFERRED_KONTEXT_RESOLUTIONS
+    from fluxserve.catalog.sizes import ASPECT_RATIOS, PREFERRED_KONTEXT_RESOLUTIONS
 
     graphs = _graphs_compiled()
     shapes = 0

@@ -99,8 +99,8 @@ def start_to_first_prediction(preload: str, root: Path, weights: Path) -> dict[s
 
 async def swap_in(swaps: int, device: str | None, weights: dict[str, str] | None) -> dict[str, Any]:
     """Median swap-in and resident acquire of two models under a budget that fits one."""
+    from fluxserve.catalog.registry import FLUX_DEV, FLUX_SCHNELL
     from fluxserve.config import Settings
-    from fluxserve.registry import FLUX_DEV, FLUX_SCHNELL
     from fluxserve.worker.models import ModelManager
 
     demo = weights is None

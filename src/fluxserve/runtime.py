@@ -10,13 +10,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fluxserve.api.state import ApiState, LocalWorker
+from fluxserve.catalog.registry import Registry, build_registry
 from fluxserve.config import Settings
 from fluxserve.events.hub import EventHub
 from fluxserve.events.pgnotify import PgNotifyBridge
 from fluxserve.metrics.prometheus import Metrics
 from fluxserve.net.guard import NetPolicy
 from fluxserve.reaper import maintain
-from fluxserve.registry import Registry, build_registry
 from fluxserve.service.files import FileService
 from fluxserve.service.predictions import PredictionService
 from fluxserve.storage import BlobStore

@@ -10,8 +10,8 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from fluxserve.catalog.fields import InputField, validate_input
 from fluxserve.predictors.base import PredictionCanceled
-from fluxserve.predictors.inputs import InputField, validate_input
 
 
 class RecordingContext:

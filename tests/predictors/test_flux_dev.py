@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from fluxserve.catalog.flux import FLUX_DEV_INPUTS
+from fluxserve.catalog.sizes import img2img_size
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.predictors.flux_dev import FluxDevPredictor
 from fluxserve.predictors.images import ImageInputError
-from fluxserve.predictors.inputs import FLUX_DEV_INPUTS, img2img_size
 from tests.predictors.support import RecordingContext, image_bytes, output_size, validated
 
 

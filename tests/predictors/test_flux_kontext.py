@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from fluxserve.catalog.flux import FLUX_KONTEXT_DEV_INPUTS
+from fluxserve.catalog.sizes import kontext_image_size, kontext_snap
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.predictors.flux_kontext import FluxKontextPredictor, combine_input_images
 from fluxserve.predictors.images import ImageInputError
-from fluxserve.predictors.inputs import FLUX_KONTEXT_DEV_INPUTS, kontext_image_size, kontext_snap
 from tests.predictors.support import RecordingContext, image_bytes, output_size, validated
 
 #: Kontext's minimum; the tests keep every run at it.

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 import fluxserve
+from fluxserve.catalog.fields import validate_input
+from fluxserve.catalog.flux import FLUX_SCHNELL_INPUTS
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.predictors.flux_schnell import FluxSchnellPredictor
-from fluxserve.predictors.inputs import FLUX_SCHNELL_INPUTS, validate_input
 from fluxserve.predictors.tiny import build_tiny_pipeline
 from tests.predictors.support import RecordingContext
 

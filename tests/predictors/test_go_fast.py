@@ -20,13 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
+from fluxserve.catalog.flux import FLUX_DEV_INPUTS
 from fluxserve.predictors import fast
 from fluxserve.predictors.common import cpu_generator, save_images
 from fluxserve.predictors.fast import FastOptions, FastPath
 from fluxserve.predictors.flux_dev import FluxDevPredictor
 from fluxserve.predictors.flux_kontext import FluxKontextPredictor
 from fluxserve.predictors.flux_schnell import FluxSchnellPredictor
-from fluxserve.predictors.inputs import FLUX_DEV_INPUTS
 from fluxserve.predictors.step_cache import StepCache, compute_schedule
 from tests.predictors.support import RecordingContext, validated
 

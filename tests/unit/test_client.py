@@ -9,11 +9,11 @@ import httpx
 import pytest
 import typer
 
+from fluxserve.catalog.registry import FLUX_SCHNELL
 from fluxserve.cli.run import coerce, input_properties, parse_inputs
 from fluxserve.client import Client, StreamUnavailable, api_base, iter_events
 from fluxserve.client.client import parse_prediction
 from fluxserve.progress import parse_progress
-from fluxserve.registry import FLUX_SCHNELL
 from fluxserve.schema import Model, Version
 
 

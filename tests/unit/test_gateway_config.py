@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fluxserve.catalog.fields import validate_input
 from fluxserve.gateway.models import cache_path, fields_from_openapi, load_schema
 from fluxserve.gateway.routes import ModelsFileError, load_routes, normalise_base_url
-from fluxserve.predictors.inputs import validate_input
 from tests.support import free_port
 
 BUILTIN = {"black-forest-labs/flux-schnell", "black-forest-labs/flux-dev"}

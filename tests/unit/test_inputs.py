@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fluxserve.predictors.inputs import ASPECT_RATIOS, FLUX_SCHNELL_INPUTS, cog_input_schema, image_size, validate_input
+from fluxserve.catalog.fields import validate_input
+from fluxserve.catalog.flux import FLUX_SCHNELL_INPUTS
+from fluxserve.catalog.openapi import cog_input_schema
+from fluxserve.catalog.sizes import ASPECT_RATIOS, image_size
 
 
 def test_defaults_are_filled_and_input_is_not_modified() -> None:

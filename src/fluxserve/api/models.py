@@ -12,8 +12,8 @@ from fluxserve.api.links import Links
 from fluxserve.api.predictions import parse_time
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
+from fluxserve.catalog.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
 from fluxserve.errors import NotFound
-from fluxserve.registry import COG_VERSION, VERSION_CREATED_AT, ModelSpec
 from fluxserve.schema import Account, Model, ModelAction, ModelPage, ModelWorker, Usage, Version, VersionPage
 from fluxserve.service.predictions import PredictionService
 

@@ -14,9 +14,9 @@ from fluxserve.api.body import json_body_schema, parse_json_body
 from fluxserve.api.deps import Call, CallDep
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response, render_prediction
+from fluxserve.catalog.registry import ModelSpec
 from fluxserve.errors import InvalidRequest
 from fluxserve.lifecycle import Status
-from fluxserve.registry import ModelSpec
 from fluxserve.schema import Prediction, PredictionPage, PredictionRequest
 
 router = APIRouter(tags=["predictions"])

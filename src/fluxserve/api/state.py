@@ -12,9 +12,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
 from fluxserve.metrics.prometheus import Metrics
-from fluxserve.registry import Registry
 from fluxserve.service.files import FileService
 from fluxserve.service.predictions import PredictionService
 from fluxserve.storage import BlobStore

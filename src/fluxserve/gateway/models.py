@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
+from fluxserve.catalog.fields import InputField
+from fluxserve.catalog.registry import ModelSpec, Registry
 from fluxserve.gateway.routes import UpstreamRoute
-from fluxserve.predictors.inputs import InputField
-from fluxserve.registry import ModelSpec, Registry
 
 log = logging.getLogger("fluxserve.gateway")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+from fluxserve.catalog.sizes import ASPECT_RATIOS, MEGAPIXELS, image_size
 from fluxserve.predictors.base import PredictContext, WeightsUnavailable, summarize
 from fluxserve.predictors.fast import FastOptions, FastPath
-from fluxserve.predictors.inputs import ASPECT_RATIOS, MEGAPIXELS, image_size
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fluxserve.catalog.fields import InputField
+from fluxserve.catalog.flux import URI_LIST_OUTPUT
+from fluxserve.catalog.registry import ModelSpec
 from fluxserve.predictors.base import PredictContext, Predictor
-from fluxserve.predictors.inputs import URI_LIST_OUTPUT, InputField
-from fluxserve.registry import ModelSpec
 
 _TEXT = InputField("prompt", "string", "Any text; echoed back", default="")
 

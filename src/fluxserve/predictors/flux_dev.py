@@ -3,7 +3,7 @@
 Behaviour follows Replicate's cog-flux ``DevPredictor`` bf16 path (``reference/flux-models.md`` §1.2, §1.5, §2):
 guidance is the embedded-guidance scalar (no CFG), T5 runs at 512 tokens, the seed rule and ``Using seed:``
 line are schnell's. With ``image`` it runs image to image: the output follows the input's size, scaled down to
-fit 1440×1440 and rounded to multiples of 16 (:func:`~fluxserve.predictors.inputs.img2img_size`), and
+fit 1440×1440 and rounded to multiples of 16 (:func:`~fluxserve.catalog.sizes.img2img_size`), and
 ``prompt_strength`` decides how many of the steps run (diffusers' rule, the same as cog-flux's
 ``t_idx = int((1 - strength) * steps)``). ``prompt_strength`` 0 would run no step at all, which diffusers
 refuses; we run one step, the smallest change, and say so in the logs.
@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fluxserve.catalog.sizes import image_size, img2img_size
 from fluxserve.predictors.base import PredictContext
 from fluxserve.predictors.common import (
     DiffusersFluxPredictor,
@@ -29,7 +30,6 @@ from fluxserve.predictors.common import (
 )
 from fluxserve.predictors.common import hub_reachable as _hub_reachable
 from fluxserve.predictors.images import decode_image
-from fluxserve.predictors.inputs import image_size, img2img_size
 
 #: The Hugging Face repo of the real weights (gated: needs an accepted license and a token).
 DEFAULT_WEIGHTS = "black-forest-labs/FLUX.1-dev"

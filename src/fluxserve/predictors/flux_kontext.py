@@ -3,10 +3,10 @@
 Behaviour follows Replicate's cog-flux-kontext (``reference/flux-models.md`` §1.3, §1.5, §2):
 
 * **Reference image.** The input image is snapped to the entry of
-  :data:`~fluxserve.predictors.inputs.PREFERRED_KONTEXT_RESOLUTIONS` closest in aspect ratio and resized to it
+  :data:`~fluxserve.catalog.sizes.PREFERRED_KONTEXT_RESOLUTIONS` closest in aspect ratio and resized to it
   (LANCZOS, aspect not kept); that is the conditioning image Kontext sees.
 * **Output size.** ``aspect_ratio="match_input_image"`` (the default): the snapped size. Any other ratio: the
-  Kontext table :data:`~fluxserve.predictors.inputs.KONTEXT_ASPECT_RATIOS` (1:1 is 1024×1024, 16:9 1328×800, …).
+  Kontext table :data:`~fluxserve.catalog.sizes.KONTEXT_ASPECT_RATIOS` (1:1 is 1024×1024, 16:9 1328×800, …).
 * **One output.** ``output.{fmt}``, returned as a single Path (the output schema is one URI, not a list).
 * Seed rule and ``Using seed:`` as in cog-flux; the run is wrapped in ``Starting generate image`` /
   ``generate image took X.XX seconds`` log lines; T5 at 512 tokens; guidance is the embedded scalar.
@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxserve.catalog.flux import kontext_input_errors
+from fluxserve.catalog.sizes import PREFERRED_KONTEXT_RESOLUTIONS, kontext_image_size, kontext_snap
 from fluxserve.predictors.base import PredictContext
 from fluxserve.predictors.common import (
     DiffusersFluxPredictor,
@@ -42,12 +44,6 @@ from fluxserve.predictors.common import (
 )
 from fluxserve.predictors.common import hub_reachable as _hub_reachable
 from fluxserve.predictors.images import decode_image
-from fluxserve.predictors.inputs import (
-    PREFERRED_KONTEXT_RESOLUTIONS,
-    kontext_image_size,
-    kontext_input_errors,
-    kontext_snap,
-)
 
 if TYPE_CHECKING:
     from PIL.Image import Image

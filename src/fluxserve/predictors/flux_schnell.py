@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fluxserve.catalog.sizes import image_size
 from fluxserve.predictors.base import PredictContext
 from fluxserve.predictors.common import (
     DiffusersFluxPredictor,
@@ -22,7 +23,6 @@ from fluxserve.predictors.common import (
     step_callback,
 )
 from fluxserve.predictors.common import hub_reachable as _hub_reachable
-from fluxserve.predictors.inputs import image_size
 
 #: The Hugging Face repo of the real weights (gated: needs an accepted license and a token).
 DEFAULT_WEIGHTS = "black-forest-labs/FLUX.1-schnell"

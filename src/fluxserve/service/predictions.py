@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from fluxserve.catalog.fields import validate_input
+from fluxserve.catalog.registry import ModelSpec, Registry
 from fluxserve.errors import (
     Forbidden,
     InputValidationFailed,
@@ -29,8 +31,6 @@ from fluxserve.lifecycle import LOADING_LOG, NO_WORKER_LOG, Status
 from fluxserve.modelstate import Availability, summarize
 from fluxserve.net.uris import InputURIError, OwnFile, check_uri_syntax, decode_data_uri, own_reference
 from fluxserve.predictors.images import sniff_image
-from fluxserve.predictors.inputs import validate_input
-from fluxserve.registry import ModelSpec, Registry
 from fluxserve.schema import PredictionRequest, utcnow
 from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow, WorkerRow
 from fluxserve.store.store import Store

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
+from fluxserve.catalog.registry import ModelSpec
 from fluxserve.net.guard import UnsafeURL, check_url
 from fluxserve.net.uris import InputURIError, OwnFile, OwnOutput, decode_data_uri, own_reference
-from fluxserve.registry import ModelSpec
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, read_blob
 from fluxserve.store.store import Store

@@ -19,13 +19,13 @@ from datetime import timedelta
 
 import httpx
 
+from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
 from fluxserve.events.hub import ANY, OPERATOR, PREDICTION, WORK, EventHub
 from fluxserve.lifecycle import RESTART_ERROR, RESUME_NOTE, queue_line
 from fluxserve.metrics.prometheus import Metrics
 from fluxserve.modelstate import summarize
 from fluxserve.net.guard import NetPolicy, guarded_client
-from fluxserve.registry import Registry
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore
 from fluxserve.store.rows import PredictionRow

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluxserve.catalog.registry import ModelSpec
 from fluxserve.config import Settings
 from fluxserve.modelstate import ModelState
 from fluxserve.predictors.base import Predictor, WeightsUnavailable
-from fluxserve.registry import ModelSpec
 from fluxserve.schema import utcnow
 
 log = logging.getLogger("fluxserve.worker")

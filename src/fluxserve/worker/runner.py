@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fluxserve.catalog.fields import validate_input
+from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
 from fluxserve.events.hub import CANCEL, PREDICTION, EventHub, Subscription
 from fluxserve.lifecycle import (
@@ -36,8 +38,6 @@ from fluxserve.lifecycle import (
 )
 from fluxserve.metrics.prometheus import Metrics
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
-from fluxserve.predictors.inputs import validate_input
-from fluxserve.registry import Registry
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
 from fluxserve.store.rows import PredictionRow

@@ -15,17 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fluxserve.predictors.inputs import (
+from fluxserve.catalog.fields import InputField, InvalidField
+from fluxserve.catalog.flux import (
     FLUX_DEV_INPUTS,
     FLUX_KONTEXT_DEV_INPUTS,
     FLUX_SCHNELL_INPUTS,
     URI_LIST_OUTPUT,
     URI_OUTPUT,
-    InputField,
-    InvalidField,
-    cog_input_schema,
     kontext_input_errors,
 )
+from fluxserve.catalog.openapi import cog_input_schema
 
 if TYPE_CHECKING:
     from fluxserve.config import Settings
