@@ -82,7 +82,11 @@ class Runtime:
         (a worker process), the worker stops with :class:`~fluxserve.worker.loop.NothingLoaded` when none
         of its models loads."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store.connect(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
+        store = Store.connect(
+            settings.resolved_database_url(),
+            sqlite_synchronous=settings.sqlite_synchronous,
+            on_terminal=terminal_delivery(settings.default_api_base()),
+        )
         await store.migrate()
         hub = EventHub()
         registry = build_registry(settings)
@@ -103,7 +107,6 @@ class Runtime:
             on_created=metrics.prediction_created,
             queue_cap=settings.queue_cap,
         )
-        store.on_terminal = terminal_delivery(settings.default_api_base())
         webhooks = WebhookSender(
             store, NetPolicy(allow_loopback=settings.allow_loopback_urls), settings.default_api_base(), metrics=metrics
         )

@@ -25,16 +25,18 @@ class Store(KeysMixin, PredictionsMixin, QueueMixin, OutboxMixin, FilesMixin):
     """Async access to keys, predictions, the queue, webhooks, files and workers on SQLite or PostgreSQL
     (same SQL on both)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, on_terminal: TerminalHook | None = None) -> None:
         self.db = db
-        self.on_terminal: TerminalHook | None = None
+        #: Renders the terminal webhook of a prediction the store ends, written in the same transaction.
+        self.on_terminal = on_terminal
         #: Worker records (liveness, model states, operator requests).
         self.workers = WorkerRegistry(db)
 
     @classmethod
-    def connect(cls, url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
-        """A store on ``url`` (connections open lazily)."""
-        return cls(Database(url, sqlite_synchronous=sqlite_synchronous))
+    def connect(cls, url: str, *, sqlite_synchronous: str = "NORMAL", on_terminal: TerminalHook | None = None) -> Store:
+        """A store on ``url`` (connections open lazily). ``on_terminal`` renders the terminal webhook of every
+        prediction it ends (without it, none is queued: only for stores that end no prediction)."""
+        return cls(Database(url, sqlite_synchronous=sqlite_synchronous), on_terminal=on_terminal)
 
     @property
     def dialect(self) -> str:

@@ -21,7 +21,8 @@ import httpx
 
 from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
-from fluxserve.events.hub import ANY, OPERATOR, PREDICTION, WORK, EventHub
+from fluxserve.events.changes import PredictionChanges
+from fluxserve.events.hub import ANY, OPERATOR, WORK, EventHub
 from fluxserve.lifecycle import RESTART_ERROR, RESUME_NOTE, queue_line
 from fluxserve.metrics.prometheus import Metrics
 from fluxserve.modelstate import summarize
@@ -95,8 +96,7 @@ class Worker:
             ),
             models=self.model_manager,
             executor=self._executor,
-            webhooks=webhooks,
-            metrics=metrics,
+            changes=PredictionChanges(hub, webhooks, metrics),
         )
         self._stopping = asyncio.Event()
         self._busy = 0
@@ -129,12 +129,11 @@ class Worker:
             log.warning(
                 "prediction %s was running when the server stopped; resuming it", pid, extra={"prediction_id": pid}
             )
-            self.hub.publish(PREDICTION, pid)
         for pid in failed:
             log.warning(
                 "prediction %s was running when the server stopped; marked failed", pid, extra={"prediction_id": pid}
             )
-            self.hub.publish(PREDICTION, pid)
+        self.env.changes.touched([*requeued, *failed])
 
     async def register(self) -> None:
         """Announce this worker, its models and their states; carry out operator requests waiting for it."""
@@ -214,8 +213,7 @@ class Worker:
             others = [w for w in live if w.id != self.worker_id]
             if summarize(ref, others).serving:
                 return
-            for pid in await self.store.fail_queued(ref, f"Model {ref} could not be loaded: {error}"):
-                self.hub.publish(PREDICTION, pid)
+            self.env.changes.touched(await self.store.fail_queued(ref, f"Model {ref} could not be loaded: {error}"))
         except Exception as exc:
             log.warning("could not fail the queued predictions of %s: %s", ref, exc)
 
@@ -254,8 +252,7 @@ class Worker:
                 except Exception as exc:
                     log.debug("queue report for %s failed: %s", ref, exc)
                     continue
-                for pid in moved:
-                    self.hub.publish(PREDICTION, pid)
+                self.env.changes.touched(moved)
 
     async def _claim(self, models: list[str]) -> PredictionRow | None:
         """Claim the next prediction among ``models``: of a resident model first, unless a model that needs
@@ -328,9 +325,7 @@ class Worker:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _run_claimed(self, row: PredictionRow) -> None:
-        self.hub.publish(PREDICTION, row.id, row)
-        if self.env.webhooks is not None:
-            self.env.webhooks.event(row, "start")
+        self.env.changes.started(row)
         self._busy += 1
         try:
             await PredictionRun(self.env, row).run()

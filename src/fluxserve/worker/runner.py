@@ -27,7 +27,8 @@ from typing import Any
 from fluxserve.catalog.fields import validate_input
 from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
-from fluxserve.events.hub import CANCEL, PREDICTION, EventHub, Subscription
+from fluxserve.events.changes import PredictionChanges
+from fluxserve.events.hub import CANCEL, EventHub, Subscription
 from fluxserve.lifecycle import (
     DEADLINE_ERROR,
     RUN_TIME_ERROR,
@@ -36,13 +37,11 @@ from fluxserve.lifecycle import (
     STOP_RUN_TIME,
     Status,
 )
-from fluxserve.metrics.prometheus import Metrics
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
-from fluxserve.webhooks import WebhookSender, wants
 from fluxserve.worker.context import RunContext
 from fluxserve.worker.inputs import InputResolver
 from fluxserve.worker.models import ModelLoadFailed, ModelManager, error_message
@@ -70,8 +69,7 @@ class RunEnv:
     inputs: InputResolver
     models: ModelManager
     executor: ThreadPoolExecutor
-    webhooks: WebhookSender | None = None
-    metrics: Metrics | None = None
+    changes: PredictionChanges
 
 
 class _Lost(Exception):
@@ -288,9 +286,7 @@ class PredictionRun:
                     self._stop(None)
                 if logs != written_logs and not self._work_done:
                     written_logs = logs
-                    env.hub.publish(PREDICTION, row.id)
-                    if env.webhooks is not None:
-                        env.webhooks.event(replace(row, logs=logs), "logs")
+                    env.changes.logged(replace(row, logs=logs))
 
     @property
     def _work_done(self) -> bool:
@@ -325,34 +321,19 @@ class PredictionRun:
                 "prediction %s: lease lost before finishing; result dropped", row.id, extra={"prediction_id": row.id}
             )
             return
-        if env.metrics is not None:
-            env.metrics.prediction_finished(
-                row.model,
-                status.value,
-                created_at=row.created_at,
-                started_at=row.started_at,
+        env.changes.completed(
+            replace(
+                row,
+                status=status,
+                output=output,
+                logs=logs,
+                error=error,
+                metrics=metrics,
                 completed_at=completed,
-                image_count=metrics.get("image_count"),
+                lease_token=None,
+                lease_expires_at=None,
             )
-        finished = replace(
-            row,
-            status=status,
-            output=output,
-            logs=logs,
-            error=error,
-            metrics=metrics,
-            completed_at=completed,
-            lease_token=None,
-            lease_expires_at=None,
         )
-        env.hub.publish(PREDICTION, row.id, finished)
-        if env.webhooks is not None:
-            if output is not None:
-                env.webhooks.event(finished, "output")
-            env.webhooks.forget(row.id)
-            if wants(finished, "completed"):
-                # The terminal webhook is already in the outbox (same transaction); send it now.
-                env.webhooks.wake.set()
 
     async def _write_terminal(
         self, status: Status, output: Any, logs: str, error: str | None, metrics: dict[str, Any], completed: datetime
