@@ -20,12 +20,12 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import httpx
 
 from fluxserve.net.guard import NetPolicy, UnsafeURL, check_url, guarded_client
-from fluxserve.schema import utcnow
+from fluxserve.schema import WebhookEvent, utcnow
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
 from fluxserve.wire import Links, render_prediction
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fluxserve.webhooks")
 
-EVENTS = ("start", "output", "logs", "completed")
+#: Cog's webhook events, as the wire schema defines them.
+EVENTS: tuple[str, ...] = get_args(WebhookEvent)
 #: Replicate's default: "whenever there are new outputs or the prediction has finished".
 DEFAULT_EVENTS = ("output", "completed")
 THROTTLE_SECONDS = 0.5

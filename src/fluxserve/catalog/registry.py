@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 
@@ -25,6 +25,7 @@ from fluxserve.catalog.flux import (
     kontext_input_errors,
 )
 from fluxserve.catalog.openapi import cog_input_schema
+from fluxserve.schema import WebhookEvent
 
 if TYPE_CHECKING:
     from fluxserve.config import Settings
@@ -91,7 +92,7 @@ def _cog_openapi(spec: ModelSpec) -> dict[str, Any]:
         "description": "An enumeration.",
     }
     schemas["WebhookEvent"] = {
-        "enum": ["start", "output", "logs", "completed"],
+        "enum": list(get_args(WebhookEvent)),
         "type": "string",
         "title": "WebhookEvent",
         "description": "An enumeration.",
@@ -108,7 +109,7 @@ def _cog_openapi(spec: ModelSpec) -> dict[str, Any]:
             "webhook_events_filter": {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/WebhookEvent"},
-                "default": ["start", "output", "logs", "completed"],
+                "default": list(get_args(WebhookEvent)),
             },
         },
     }

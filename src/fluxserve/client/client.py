@@ -21,6 +21,7 @@ import httpx
 
 from fluxserve import __version__
 from fluxserve.client.sse import ServerSentEvent, iter_events
+from fluxserve.formats import extension_for_mime
 from fluxserve.lifecycle import Status
 from fluxserve.schema import Model, ModelPage, Prediction, PredictionPage
 
@@ -264,8 +265,7 @@ class Client:
 
 
 def _extension(mime: str) -> str:
-    known = {"image/webp": ".webp", "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
-    return known.get(mime) or mimetypes.guess_extension(mime) or ""
+    return extension_for_mime(mime) or mimetypes.guess_extension(mime) or ""
 
 
 def _free_path(directory: Path, name: str) -> Path:

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from fluxserve.formats import IMAGE_FORMATS, OCTET_STREAM, extension_for_mime
 from fluxserve.gateway.routes import Provider, UpstreamRoute
 from fluxserve.net.guard import NetPolicy, UnsafeURL, check_url, guarded_client
 from fluxserve.predictors.base import PredictContext, PredictionCanceled
@@ -52,8 +53,6 @@ STREAM_POLL_SECONDS = 5.0
 POLL_MIN_SECONDS = 0.2
 POLL_MAX_SECONDS = 2.0
 _TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
-_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
-_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -173,11 +172,11 @@ class UpstreamPredictor:
 
     async def _file_ref(self, api: httpx.AsyncClient, field: str, data: bytes) -> str:
         fmt = sniff_image(data)
-        mime = _MIME.get(fmt or "", "application/octet-stream")
+        mime = IMAGE_FORMATS[fmt].mime if fmt in IMAGE_FORMATS else OCTET_STREAM
         mode = self.provider.input_files
         if mode == "data_uri" or (mode == "auto" and len(data) <= DATA_URI_MAX_BYTES):
             return _data_uri(mime, data)
-        filename = f"{field.replace('[', '-').rstrip(']')}{_EXTENSIONS.get(mime, '.bin')}"
+        filename = f"{field.replace('[', '-').rstrip(']')}{extension_for_mime(mime) or '.bin'}"
         try:
             response = await api.post(
                 f"{self.provider.base_url}/files",
@@ -409,7 +408,7 @@ class UpstreamPredictor:
             header, _, payload = url.partition(",")
             mime = header[5:].split(";")[0]
             data = base64.b64decode(payload) if ";base64" in header else unquote(payload).encode()
-            path = out_dir / _unique_name(f"output{_EXTENSIONS.get(mime, '.bin')}", names)
+            path = out_dir / _unique_name(f"output{extension_for_mime(mime) or '.bin'}", names)
             path.write_bytes(data)
             return path
         name = _unique_name(_SAFE_NAME.sub("_", unquote(urlsplit(url).path.rsplit("/", 1)[-1])) or "output", names)

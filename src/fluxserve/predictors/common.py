@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from fluxserve.catalog.sizes import ASPECT_RATIOS, MEGAPIXELS, image_size
+from fluxserve.formats import IMAGE_FORMATS
 from fluxserve.predictors.base import PredictContext, WeightsUnavailable, summarize
 from fluxserve.predictors.fast import FastOptions, FastPath
 
@@ -35,7 +36,6 @@ WEBP_METHOD = 2
 HUB_PROBE_TIMEOUT_S = 3.0
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_PIL_FORMATS = {"webp": "WEBP", "jpg": "JPEG", "png": "PNG"}
 
 #: ``from_pretrained(source, local_files_only)``: loads a pipeline from a directory or a hub id.
 PipelineLoader = Callable[[str, bool], Any]
@@ -146,7 +146,7 @@ def save_images(images: Sequence[Any], paths: Sequence[Path], fmt: str, quality:
 
 
 def _saver(fmt: str, quality: int) -> Callable[[Any, Path], None]:
-    pil_format = _PIL_FORMATS[fmt]
+    pil_format = IMAGE_FORMATS[fmt].pil
     options: dict[str, Any]
     if pil_format == "WEBP":
         options = {"quality": quality, "method": WEBP_METHOD}

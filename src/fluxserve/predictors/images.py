@@ -18,15 +18,14 @@ import warnings
 from io import BytesIO
 from typing import TYPE_CHECKING
 
+from fluxserve.formats import IMAGE_FORMATS
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 #: Largest accepted image, in pixels (4096 × 4096). Decoded RGBA at this size is 64 MiB.
 MAX_IMAGE_PIXELS = 4096 * 4096
 
-#: What :func:`sniff_image` returns, mapped to Pillow's format names and to MIME types.
-PIL_FORMATS: dict[str, str] = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
-MIME_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
 _NOT_AN_IMAGE = "not a PNG, JPEG, WEBP or GIF image"
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
@@ -69,7 +68,7 @@ def decode_image(data: bytes, field: str) -> Image:
     fmt = sniff_image(data)
     if fmt is None:
         raise ImageInputError(f"{field}: {_NOT_AN_IMAGE}")
-    name = PIL_FORMATS[fmt]
+    name = IMAGE_FORMATS[fmt].pil
     try:
         # Pillow warns (and past twice its limit, raises) on huge headers; make both an error so nothing is decoded.
         with warnings.catch_warnings():

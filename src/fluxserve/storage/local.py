@@ -8,24 +8,10 @@ import re
 import shutil
 from pathlib import Path
 
+from fluxserve.formats import content_type_for
 from fluxserve.storage import Blob
 
 SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-
-CONTENT_TYPES = {
-    ".webp": "image/webp",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".gif": "image/gif",
-    ".json": "application/json",
-    ".txt": "text/plain; charset=utf-8",
-}
-
-
-def content_type_for(name: str) -> str:
-    """The Content-Type served for a blob called ``name``."""
-    return CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
 
 
 class LocalBlobStore:

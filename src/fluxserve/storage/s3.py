@@ -10,8 +10,9 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from fluxserve.formats import content_type_for
 from fluxserve.storage import Blob
-from fluxserve.storage.local import SAFE_KEY, content_type_for
+from fluxserve.storage.local import SAFE_KEY
 
 CHUNK_BYTES = 256 * 1024
 
