@@ -23,12 +23,12 @@ from fluxserve import __version__
 from fluxserve.client.sse import ServerSentEvent, iter_events
 from fluxserve.formats import extension_for_mime
 from fluxserve.lifecycle import Status
+from fluxserve.refs import parse_model_ref
 from fluxserve.schema import Model, ModelPage, Prediction, PredictionPage
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000/v1"
 # A version id alone (``POST /predictions {"version": id}``).
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
-_REF = re.compile(r"^(?P<owner>[^/:]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$")
 _KNOWN_STATUSES = frozenset(status.value for status in Status)
 
 
@@ -150,12 +150,12 @@ class Client:
             body["stream"] = stream
         headers = {"Prefer": f"wait={wait}"} if wait else {}
         timeout = httpx.Timeout(30.0 + (wait or 0), connect=10)
-        match = _REF.match(ref)
-        if match and not match["version"]:
-            path = f"/models/{match['owner']}/{match['name']}/predictions"
-        elif match or _VERSION_ID.match(ref):
+        parsed = parse_model_ref(ref)
+        if parsed and not parsed.version:
+            path = f"/models/{parsed.owner}/{parsed.name}/predictions"
+        elif parsed or _VERSION_ID.match(ref):
             path = "/predictions"
-            body["version"] = match["version"] if match else ref
+            body["version"] = parsed.version if parsed else ref
         else:
             raise ValueError(f"model must look like owner/name, owner/name:version or a version id, got {ref!r}")
         return parse_prediction(self._call("POST", path, json=body, headers=headers, timeout=timeout))

@@ -36,6 +36,7 @@ from fluxserve.gateway.routes import Provider, UpstreamRoute
 from fluxserve.net.guard import NetPolicy, UnsafeURL, check_url, guarded_client
 from fluxserve.predictors.base import PredictContext, PredictionCanceled
 from fluxserve.predictors.images import sniff_image
+from fluxserve.tree import amap_leaves
 
 if TYPE_CHECKING:
     from fluxserve.config import Settings
@@ -390,16 +391,12 @@ class UpstreamPredictor:
         """Download every file URL (and decode every data URI) in ``output``; keep the JSON shape."""
         names: set[str] = set()
 
-        async def walk(value: Any) -> Any:
-            if isinstance(value, str) and value.startswith(("https://", "http://", "data:")):
-                return await self._download(api, other, value, out_dir, names)
-            if isinstance(value, list):
-                return [await walk(v) for v in value]
-            if isinstance(value, dict):
-                return {k: await walk(v) for k, v in value.items()}
-            return value
+        async def rehost(leaf: Any) -> Any:
+            if isinstance(leaf, str) and leaf.startswith(("https://", "http://", "data:")):
+                return await self._download(api, other, leaf, out_dir, names)
+            return leaf
 
-        return await walk(output)
+        return await amap_leaves(output, rehost)
 
     async def _download(
         self, api: httpx.AsyncClient, other: httpx.AsyncClient, url: str, out_dir: Path, names: set[str]

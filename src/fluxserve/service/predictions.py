@@ -31,6 +31,7 @@ from fluxserve.lifecycle import LOADING_LOG, NO_WORKER_LOG, Status
 from fluxserve.modelstate import Availability, summarize
 from fluxserve.net.uris import InputURIError, OwnFile, check_uri_syntax, decode_data_uri, own_reference
 from fluxserve.predictors.images import sniff_image
+from fluxserve.refs import parse_model_ref
 from fluxserve.schema import PredictionRequest, utcnow
 from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow, WorkerRow
 from fluxserve.store.store import Store
@@ -43,7 +44,6 @@ WAIT_RECHECK_SECONDS = 5.0
 log = logging.getLogger("fluxserve.service")
 # How long a cancel request waits for the worker to stop, so the response usually reads "canceled".
 CANCEL_SETTLE_SECONDS = 1.0
-_REF = re.compile(r"^(?P<owner>[^/:]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$")
 
 
 def new_prediction_id() -> str:
@@ -189,18 +189,18 @@ class PredictionService:
 
         Returns the model and the version string to record ("hidden" for ``owner/name``).
         """
-        match = _REF.match(ref)
-        if match is None:
+        parsed = parse_model_ref(ref)
+        if parsed is None:
             spec = self.registry.by_version(ref)
             if spec is None:
                 raise InvalidVersion(
                     f"The specified version {ref!r} does not exist (or perhaps you don't have permission to use it?)"
                 )
             return spec, spec.version_id
-        spec = self.registry.get(f"{match['owner']}/{match['name']}")
+        spec = self.registry.get(f"{parsed.owner}/{parsed.name}")
         if spec is None:
-            raise InvalidVersion(f"Model {match['owner']}/{match['name']} is not served here.")
-        version = match["version"]
+            raise InvalidVersion(f"Model {parsed.owner}/{parsed.name} is not served here.")
+        version = parsed.version
         if version is None:
             return spec, "hidden"
         if version != spec.version_id:

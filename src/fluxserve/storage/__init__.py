@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from fluxserve.tree import leaves, map_leaves
+
 BLOB_PREFIX = "fluxserve-blob:"
 
 
@@ -20,37 +22,23 @@ def blob_ref(key: str) -> str:
     return BLOB_PREFIX + key
 
 
+def _is_ref(leaf: Any) -> bool:
+    return isinstance(leaf, str) and leaf.startswith(BLOB_PREFIX)
+
+
 def map_blob_refs(value: Any, to_url: Callable[[str], str]) -> Any:
     """Return ``value`` with every blob reference replaced by ``to_url(key)`` (recursively)."""
-    if isinstance(value, str):
-        return to_url(value[len(BLOB_PREFIX) :]) if value.startswith(BLOB_PREFIX) else value
-    if isinstance(value, list):
-        return [map_blob_refs(v, to_url) for v in value]
-    if isinstance(value, dict):
-        return {k: map_blob_refs(v, to_url) for k, v in value.items()}
-    return value
+    return map_leaves(value, lambda leaf: to_url(leaf[len(BLOB_PREFIX) :]) if _is_ref(leaf) else leaf)
 
 
 def blob_keys(value: Any) -> list[str]:
     """Every blob key referenced in ``value`` (recursively)."""
-    if isinstance(value, str):
-        return [value[len(BLOB_PREFIX) :]] if value.startswith(BLOB_PREFIX) else []
-    if isinstance(value, list):
-        return [k for v in value for k in blob_keys(v)]
-    if isinstance(value, dict):
-        return [k for v in value.values() for k in blob_keys(v)]
-    return []
+    return [leaf[len(BLOB_PREFIX) :] for leaf in leaves(value) if _is_ref(leaf)]
 
 
 def count_blob_refs(value: Any) -> int:
     """How many blob references ``value`` holds (the prediction's ``image_count``)."""
-    if isinstance(value, str):
-        return int(value.startswith(BLOB_PREFIX))
-    if isinstance(value, list):
-        return sum(count_blob_refs(v) for v in value)
-    if isinstance(value, dict):
-        return sum(count_blob_refs(v) for v in value.values())
-    return 0
+    return len(blob_keys(value))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
+from fluxserve.tree import leaves, map_leaves
 from fluxserve.worker.context import RunContext
 from fluxserve.worker.inputs import InputResolver
 from fluxserve.worker.models import ModelLoadFailed, ModelManager, error_message
@@ -190,7 +191,7 @@ class PredictionRun:
                 result = await self.loop.run_in_executor(env.executor, predictor.predict, values, ctx)
         finally:
             env.models.release(spec)
-        if not _has_files(result):
+        if not any(isinstance(leaf, Path) for leaf in leaves(result)):
             return result
         self.phase = STORING
         # Uploads block (a copy, or a PUT to S3): keep them off the event loop.
@@ -198,15 +199,15 @@ class PredictionRun:
 
     def _store_outputs(self, result: Any) -> Any:
         """Move every file the predictor returned into blob storage; replace Paths by blob refs."""
-        if isinstance(result, Path):
-            key = f"{self.row.id}/{result.name}"
-            self.env.blobs.put(key, result)
+
+        def store(leaf: Any) -> Any:
+            if not isinstance(leaf, Path):
+                return leaf
+            key = f"{self.row.id}/{leaf.name}"
+            self.env.blobs.put(key, leaf)
             return blob_ref(key)
-        if isinstance(result, list | tuple):
-            return [self._store_outputs(item) for item in result]
-        if isinstance(result, dict):
-            return {k: self._store_outputs(v) for k, v in result.items()}
-        return result
+
+        return map_leaves(result, store)
 
     def _stop(self, reason: str | None) -> None:
         """Ask the work to stop: through the context, and at once if it is in an interruptible phase."""
@@ -364,13 +365,3 @@ class PredictionRun:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-
-def _has_files(value: Any) -> bool:
-    if isinstance(value, Path):
-        return True
-    if isinstance(value, list | tuple):
-        return any(_has_files(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_files(v) for v in value.values())
-    return False
