@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import gc
 import io
-import json
 import math
 import platform
 import statistics
@@ -56,7 +55,13 @@ from PIL import Image
 from fluxserve.catalog.fields import validate_input
 from fluxserve.catalog.flux import FLUX_DEV_INPUTS, FLUX_KONTEXT_DEV_INPUTS, FLUX_SCHNELL_INPUTS
 from fluxserve.catalog.sizes import image_size
-from fluxserve.predictors.fast import DEFAULT_STEPS, STEPS, FastOptions, parse_steps
+from fluxserve.predictors.go_fast.options import DEFAULT_STEPS, STEPS, FastOptions, parse_steps
+from fluxserve.predictors.tiny import component_configs, make_tokenizers
+
+BENCHMARKS = str(Path(__file__).resolve().parent)
+if BENCHMARKS not in sys.path:  # the harness package sits next to this file (see harness/__init__.py)
+    sys.path.insert(0, BENCHMARKS)
+from harness import report, stats  # noqa: E402
 
 MODELS = ("schnell", "dev", "kontext")
 #: The reference's achievable dense bf16 rate on an H100 (its floors: 0.35 s schnell, 2.64 s dev).
@@ -123,29 +128,19 @@ FULL_T5: dict[str, Any] = {
     "pad_token_id": 0,
     "dropout_rate": 0.0,
 }
-SCHEDULER_COMMON: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "base_image_seq_len": 256,
-    "max_image_seq_len": 4096,
-    "base_shift": 0.5,
-    "max_shift": 1.15,
-}
-SCHEDULER_BY_KIND: dict[str, dict[str, Any]] = {
-    "schnell": {"shift": 1.0, "use_dynamic_shifting": False},
-    "dev": {"shift": 3.0, "use_dynamic_shifting": True},
-    "kontext": {"shift": 3.0, "use_dynamic_shifting": True},
-}
 T5_TOKENS = {"schnell": 256, "dev": 512, "kontext": 512}
 
 
 def full_configs(kind: str) -> dict[str, dict[str, Any]]:
-    """The full-size FLUX.1 configs of ``kind``, shaped like :func:`fluxserve.predictors.tiny.component_configs`."""
+    """The full-size FLUX.1 configs of ``kind``, shaped like :func:`fluxserve.predictors.tiny.component_configs`.
+
+    The scheduler is the tiny pipeline's: its config is the real FLUX.1-``kind`` one."""
     return {
         "transformer": {**FULL_TRANSFORMER, "guidance_embeds": kind != "schnell"},
         "vae": dict(FULL_VAE),
         "text_encoder": dict(FULL_CLIP),
         "text_encoder_2": dict(FULL_T5),
-        "scheduler": {**SCHEDULER_COMMON, **SCHEDULER_BY_KIND[kind]},
+        "scheduler": component_configs(kind)["scheduler"],  # type: ignore[arg-type]
     }
 
 
@@ -226,8 +221,6 @@ def build_pipeline(kind: str, *, tiny: bool, device: str, dtype: Any, tokenizer_
         FluxTransformer2DModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    from fluxserve.predictors.tiny import component_configs, make_tokenizers
 
     configs = component_configs(kind) if tiny else full_configs(kind)  # type: ignore[arg-type]
     tokenizer, tokenizer_2 = make_tokenizers(tokenizer_dir / kind)
@@ -319,14 +312,6 @@ class Row:
     go_fast_log: str = ""
 
 
-def p90(values: list[float]) -> float:
-    """The 90th percentile (linear interpolation)."""
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * 0.9
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def _graphs_compiled() -> int:
     from torch._dynamo.utils import counters
 
@@ -360,9 +345,7 @@ def decoded(path: Any) -> np.ndarray:
 
 def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     """(PSNR in dB, max abs difference) of two 8-bit images."""
-    diff = (a - b).astype(np.float64)
-    mse = float(np.mean(diff**2))
-    return (math.inf if mse == 0 else 10 * math.log10(255**2 / mse)), int(np.max(np.abs(diff)))
+    return stats.psnr_db(a, b), int(np.max(np.abs(a - b)))
 
 
 def measure(
@@ -372,7 +355,7 @@ def measure(
     that drift (clocks, heat, a busy machine) falls on all of them alike."""
     import torch
 
-    from fluxserve.predictors.step_cache import compute_schedule
+    from fluxserve.predictors.go_fast.step_cache import compute_schedule
 
     on_cuda = args.device.startswith("cuda")
     fast = predictor._fast
@@ -402,7 +385,7 @@ def measure(
     flops = step_flops(config, img_tokens, T5_TOKENS[kind], img_tokens if kind == "kontext" else 0)
     for row, _inputs in cells:
         row.median_s = statistics.median(row.times)
-        row.p90_s = p90(row.times)
+        row.p90_s = stats.percentile_linear(row.times, 90)
         row.tflop_per_step = flops / 1e12
         row.tflops = flops * row.steps / row.median_s / 1e12
         if args.peak_tflops:
@@ -482,31 +465,22 @@ def setup_facts(predictor: Any, seconds: float) -> dict[str, Any]:
     }
 
 
-def fmt(value: float | None, spec: str) -> str:
-    """``value`` formatted, or "-" when unknown."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return format(value, spec)
-
-
 def print_table(rows: list[Row], args: argparse.Namespace, facts: dict[str, Any]) -> None:
     """The one table, then each model's go_fast setup and the targets."""
-    header = (
-        f"{'model':<8} {'MP':>4} {'go_fast':<20} {'steps':>5} {'full':>4} {'median s':>9} {'p90 s':>8} "
-        f"{'peak GiB':>8} {'TFLOP/st':>8} {'TFLOP/s':>8} {'floor s':>8} {'x floor':>7} {'recomp':>6} "
-        f"{'PSNR dB':>8} {'max|d|':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r.model:<8} {r.megapixels:>4} {r.go_fast:<20} {r.steps:>5} {r.full_steps:>4} {r.median_s:>9.3f} "
-            f"{r.p90_s:>8.3f} {fmt(r.peak_gib, '.1f'):>8} {fmt(r.tflop_per_step, '.3g'):>8} {fmt(r.tflops, '.3g'):>8} "
-            f"{fmt(r.floor_s, '.3f'):>8} {fmt(r.x_floor, '.2f'):>7} {r.recompiles:>6} {fmt(r.psnr_db, '.1f'):>8} "
-            f"{fmt(r.max_abs_diff, 'd'):>6}"
-        )
+    header = ["model", "MP", "go_fast", "steps", "full", "median s", "p90 s", "peak GiB", "TFLOP/st", "TFLOP/s"]
+    header += ["floor s", "x floor", "recomp", "PSNR dB", "max|d|"]
+    fmt = report.fmt
+    cells = [
+        [
+            *(r.model, r.megapixels, r.go_fast, str(r.steps), str(r.full_steps)),
+            *(f"{r.median_s:.3f}", f"{r.p90_s:.3f}", fmt(r.peak_gib, ".1f")),
+            *(fmt(r.tflop_per_step, ".3g"), fmt(r.tflops, ".3g"), fmt(r.floor_s, ".3f"), fmt(r.x_floor, ".2f")),
+            *(str(r.recompiles), fmt(r.psnr_db, ".1f"), fmt(r.max_abs_diff, "d")),
+        ]
+        for r in rows
+    ]
+    widths = [8, 4, 20, 5, 4, 9, 8, 8, 8, 8, 8, 7, 6, 8, 6]
+    print(report.table(header, cells, align="lrl" + "r" * 12, widths=widths, sep=" ", rule="full"))
     print()
     for name, fact in facts.items():
         active = ", ".join(fact["active"]) or "none"
@@ -646,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, args, facts)
     if args.json:
         payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": [asdict(r) for r in rows]}
-        args.json.write_text(json.dumps({**payload, "setup": facts}, indent=2, default=str))
+        report.write_json(args.json, {**payload, "setup": facts})
     return 0
 
 

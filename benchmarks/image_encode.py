@@ -6,7 +6,7 @@ Replicate default):
 
 * WebP ``method`` 0-6 (libwebp's effort; Pillow's default is 4): median encode time, size, and PSNR against the
   original (the quality the bytes carry), plus JPEG and PNG as they are saved by fluxserve;
-* ``num_outputs`` = 4: sequential encoding vs the thread pool :func:`fluxserve.predictors.common.save_images` uses.
+* ``num_outputs`` = 4: sequential encoding vs the thread pool :func:`fluxserve.predictors.images.save_images` uses.
 
 Images: a synthetic "photo-like" picture (smooth multi-scale structure, edges, some grain: what a real model
 produces), a noise image (what the tiny random test pipelines produce; the worst case for an encoder), and any
@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +32,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fluxserve.predictors.common import WEBP_METHOD, save_images
+from fluxserve.predictors.images import WEBP_METHOD, save_images
+
+BENCHMARKS = str(Path(__file__).resolve().parent)
+if BENCHMARKS not in sys.path:  # the harness package sits next to this file (see harness/__init__.py)
+    sys.path.insert(0, BENCHMARKS)
+from harness import report, stats  # noqa: E402
 
 SIZE = 1024
 
@@ -64,14 +68,6 @@ def noise(seed: int = 0, size: int = SIZE) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    """Peak signal-to-noise ratio of ``b`` against ``a`` in dB (inf when identical)."""
-    x = np.asarray(a.convert("RGB"), dtype=np.float64)
-    y = np.asarray(b.convert("RGB"), dtype=np.float64)
-    mse = float(np.mean((x - y) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-
-
 def timed(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
     """Median seconds of ``reps`` calls after one untimed call, and the last result."""
     result = fn()
@@ -100,7 +96,7 @@ def measure_methods(name: str, image: Image.Image, quality: int, reps: int) -> l
     for label, fmt, options in variants:
         seconds, data = timed(lambda fmt=fmt, options=options: encode(image, fmt, **options), reps)
         with Image.open(io.BytesIO(data)) as decoded:
-            quality_db = psnr(image, decoded)
+            quality_db = stats.psnr_db(image.convert("RGB"), decoded.convert("RGB"))
         rows.append({"image": name, "codec": label, "ms": seconds * 1000, "kib": len(data) / 1024, "psnr": quality_db})
     return rows
 
@@ -143,15 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         f"# {SIZE}x{SIZE} image encode at quality {args.quality}, {os.cpu_count()} CPU cores, Pillow "
         f"{Image.__version__}; fluxserve uses WebP method {WEBP_METHOD}"
     )
-    print(f"{'image':<12} {'codec':<8} {'ms':>7} {'KiB':>8} {'PSNR dB':>8}")
-    for row in rows:
-        print(f"{row['image']:<12} {row['codec']:<8} {row['ms']:>7.1f} {row['kib']:>8.1f} {row['psnr']:>8.2f}")
+    cells = [[r["image"], r["codec"], f"{r['ms']:.1f}", f"{r['kib']:.1f}", f"{r['psnr']:.2f}"] for r in rows]
+    header = ["image", "codec", "ms", "KiB", "PSNR dB"]
+    print(report.table(header, cells, align="llrrr", widths=[12, 8, 7, 8, 8], sep=" ", rule=None))
     print(
         f"\n{parallel['n']} photo-like images, WebP m{WEBP_METHOD}: sequential {parallel['sequential_ms']:.1f} ms, "
         f"save_images (thread pool) {parallel['parallel_ms']:.1f} ms on {parallel['cores']} cores"
     )
     if args.json:
-        args.json.write_text(json.dumps({"quality": args.quality, "rows": rows, "parallel": parallel}, indent=2))
+        report.write_json(args.json, {"quality": args.quality, "rows": rows, "parallel": parallel})
     return 0
 
 

@@ -43,15 +43,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import random
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +59,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+BENCHMARKS = str(Path(__file__).resolve().parent)
+if BENCHMARKS not in sys.path:  # the harness package sits next to this file (see harness/__init__.py)
+    sys.path.insert(0, BENCHMARKS)
+from harness import SetupError, cpu, postgres, processes, report, stats  # noqa: E402
 
 FIXTURE_MODEL = "fluxserve-fixtures/writes-image"
 FIXTURE_INPUT: dict[str, Any] = {"count": 1, "size": 16}
@@ -77,18 +78,12 @@ FLUX_INPUT: dict[str, Any] = {
 OPERATIONS = ("create", "poll", "list", "cancel")
 DEFAULT_MIX = "create=25,poll=55,list=10,cancel=10"
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 REQUEST_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 90.0
 CHECK_CONCURRENCY = 32
 DRAIN_SAMPLE = 20
 KEEPALIVE_S = 2.0
 EXAMPLES_KEPT = 5
-
-
-class SetupError(Exception):
-    """The server, the database or the key could not be set up."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,14 +122,6 @@ class Run:
             self.examples.append(text)
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list (NaN when empty)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * pct // 100))
-    return sorted_values[int(rank) - 1]
-
-
 # --------------------------------------------------------------------------------------------
 # The clients
 
@@ -164,15 +151,15 @@ class Client:
                 await asyncio.sleep(self.rng.uniform(0, 2 * self.args.think_ms) / 1000)
 
     async def _request(self, op: str, method: str, url: str, **kwargs: Any) -> httpx.Response | None:
-        stats = self.run.ops[op]
+        op_stats = self.run.ops[op]
         start = time.perf_counter()
         try:
             response = await self.http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
-            stats.transport_errors += 1
+            op_stats.transport_errors += 1
             self.run.example(f"{op} {method} {url}: {type(exc).__name__}: {exc}")
             return None
-        stats.add(response.status_code, time.perf_counter() - start)
+        op_stats.add(response.status_code, time.perf_counter() - start)
         if response.status_code >= 500 or (response.status_code >= 400 and response.status_code != 429):
             self.run.example(f"{op} {method} {url}: {response.status_code} {response.text[:300]}")
         return response
@@ -405,58 +392,6 @@ async def verify(args: argparse.Namespace, run: Run) -> Verdict:
 # A server of our own (--start)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _psql(admin_url: str, sql: str) -> None:
-    psql = shutil.which("psql")
-    if psql is None:
-        raise SetupError("psql is not on PATH (needed to create the throwaway database)")
-    done = subprocess.run(
-        [psql, admin_url, "-X", "-v", "ON_ERROR_STOP=1", "-qc", sql], capture_output=True, text=True, timeout=60
-    )
-    if done.returncode != 0:
-        raise SetupError(f"psql failed on {sql!r}: {done.stderr.strip()}")
-
-
-def _proc_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) process ``pid`` and its waited-for children used so far (Linux)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    after = text[text.rindex(")") + 2 :].split()
-    return sum(int(v) for v in after[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds the whole machine has been busy (all cores; /proc/stat user + nice + system), Linux only."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    return sum(int(v) for v in first[1:4]) / os.sysconf("SC_CLK_TCK") if first[:1] == ["cpu"] else None
-
-
-def postgres_cpu_seconds() -> float | None:
-    """CPU seconds used so far by the running processes named ``postgres`` (every database's), Linux only.
-
-    A backend that exits takes its figure with it; the server's pooled connections live through the run."""
-    if not Path("/proc/self/stat").exists():
-        return None
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError):
-            text = stat.read_text()
-            if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
-                after = text[text.rindex(")") + 2 :].split()
-                total += (int(after[11]) + int(after[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 @dataclass
 class OwnServer:
     """``fluxserve serve --demo`` on a free loopback port, with a temporary data dir (and database)."""
@@ -466,85 +401,49 @@ class OwnServer:
     extra_env: dict[str, str]
     keep: bool
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fluxserve-load-")))
-    port: int = field(default_factory=free_port)
     database: str | None = None
-    database_url: str | None = None
-    process: subprocess.Popen[bytes] | None = None
+    server: processes.ServerProcess | None = None
 
-    def env(self) -> dict[str, str]:
-        env = os.environ.copy()
-        env.pop("FLUXSERVE_DATABASE_URL", None)
-        env.update(
-            FLUXSERVE_DATA_DIR=str(self.data_dir),
-            FLUXSERVE_EXTRA_MODELS='["fluxserve.predictors.fixtures:ALL"]',
-            # Far above what 50 clients on one machine can send: the run measures the server, not the limiter.
-            FLUXSERVE_RATE_LIMIT_CREATE="10000000/minute",
-            FLUXSERVE_RATE_LIMIT_OTHER="100000000/minute",
-            FLUXSERVE_LOG_LEVEL="warning",
-            HF_HUB_OFFLINE="1",
+    def env(self, database_url: str | None) -> dict[str, str]:
+        return processes.fluxserve_env(
+            {
+                "FLUXSERVE_DATABASE_URL": database_url,
+                "FLUXSERVE_DATA_DIR": str(self.data_dir),
+                # Far above what 50 clients on one machine can send: the run measures the server, not the limiter.
+                "FLUXSERVE_RATE_LIMIT_CREATE": "10000000/minute",
+                "FLUXSERVE_RATE_LIMIT_OTHER": "100000000/minute",
+                "FLUXSERVE_LOG_LEVEL": "warning",
+                "HF_HUB_OFFLINE": "1",
+                **self.extra_env,
+            },
+            fixtures=True,
         )
-        if self.database_url:
-            env["FLUXSERVE_DATABASE_URL"] = self.database_url
-        env.update(self.extra_env)
-        return env
 
     def start(self) -> tuple[str, str]:
         """Start it; return (API base URL, a new key)."""
+        database_url = None
         if self.backend == "postgres":
-            from sqlalchemy.engine import make_url
-
-            admin = make_url(self.admin_url)
-            if (admin.host or "") not in LOOPBACK_HOSTS:
-                raise SetupError(f"only a loopback PostgreSQL is used, got host {admin.host!r}")
             self.database = f"fluxserve_load_{secrets.token_hex(4)}"
-            _psql(self.admin_url, f"CREATE DATABASE {self.database}")
-            self.database_url = admin.set(database=self.database).render_as_string(hide_password=False)
-        cli = [sys.executable, "-m", "fluxserve.cli"]
-        created = subprocess.run(
-            [*cli, "keys", "create", "--name", "load"], env=self.env(), capture_output=True, text=True, timeout=120
-        )
-        if created.returncode != 0:
-            raise SetupError(f"fluxserve keys create failed: {created.stderr[-2000:]}")
-        token = created.stdout.strip().splitlines()[-1]
-        log = (self.data_dir / "server.log").open("wb")
-        self.process = subprocess.Popen(
-            [*cli, "serve", "--demo", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SetupError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    return f"{base}/v1", token
-            time.sleep(0.2)
-        raise SetupError(f"the server did not answer in {START_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+            database_url = postgres.create_database(self.admin_url, self.database)
+        env = self.env(database_url)
+        token = processes.create_key(env, "--name", "load")
+        self.server = processes.fluxserve_server("the server", env, "--demo", log_path=self.data_dir / "server.log")
+        self.server.start()
+        self.server.wait_ready(START_TIMEOUT_S, interval=0.2)
+        return f"{self.server.base_url}/v1", token
 
     def cpu_seconds(self) -> float | None:
-        return _proc_cpu(self.process.pid) if self.process else None
+        pid = self.server.pid if self.server else None
+        return cpu.process_cpu_seconds(pid, children=True) if pid is not None else None
 
     def log_lines(self) -> list[str]:
-        path = self.data_dir / "server.log"
-        return path.read_text(errors="replace").splitlines() if path.exists() else []
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_lines()[-lines:])
+        return self.server.log_lines() if self.server else []
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.server is not None:
+            self.server.stop(timeout=30)
         if self.database is not None:
-            with contextlib.suppress(SetupError, subprocess.TimeoutExpired):
-                _psql(self.admin_url, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+            postgres.drop_database(self.admin_url, self.database)
         if self.keep:
             print(f"server data dir kept: {self.data_dir}")
         else:
@@ -573,37 +472,37 @@ def target(args: argparse.Namespace) -> Iterator[OwnServer | None]:
 # Report
 
 
-def report(
+def print_report(
     args: argparse.Namespace,
     run: Run,
     seconds: float,
     drain_s: float,
     verdict: Verdict,
-    cpu: dict[str, float | None],
+    cpu_s: dict[str, float | None],
 ) -> dict[str, Any]:
     """Print the tables; return the same figures as a dict (for --json)."""
     total_requests = sum(len(s.latencies) + s.transport_errors for s in run.ops.values())
     rows: dict[str, dict[str, Any]] = {}
     everything = OpStats()
-    for op, stats in [*run.ops.items(), ("all", everything)]:
+    for op, op_stats in [*run.ops.items(), ("all", everything)]:
         if op != "all":
-            everything.latencies += stats.latencies
-            everything.codes.update(stats.codes)
-            everything.transport_errors += stats.transport_errors
-        lat = sorted(stats.latencies)
-        codes = stats.codes
+            everything.latencies += op_stats.latencies
+            everything.codes.update(op_stats.codes)
+            everything.transport_errors += op_stats.transport_errors
+        lat = sorted(op_stats.latencies)
+        codes = op_stats.codes
         rows[op] = {
-            "requests": len(lat) + stats.transport_errors,
+            "requests": len(lat) + op_stats.transport_errors,
             "2xx": sum(n for c, n in codes.items() if 200 <= c < 300),
             "429": codes.get(429, 0),
             "other_4xx": sum(n for c, n in codes.items() if 400 <= c < 500 and c != 429),
             "5xx": sum(n for c, n in codes.items() if c >= 500),
-            "transport_errors": stats.transport_errors,
-            "p50_ms": percentile(lat, 50) * 1000,
-            "p95_ms": percentile(lat, 95) * 1000,
-            "p99_ms": percentile(lat, 99) * 1000,
+            "transport_errors": op_stats.transport_errors,
+            "p50_ms": stats.percentile(lat, 50) * 1000,
+            "p95_ms": stats.percentile(lat, 95) * 1000,
+            "p99_ms": stats.percentile(lat, 99) * 1000,
             "max_ms": (lat[-1] * 1000) if lat else float("nan"),
-            "per_s": (len(lat) + stats.transport_errors) / seconds if seconds else float("nan"),
+            "per_s": (len(lat) + op_stats.transport_errors) / seconds if seconds else float("nan"),
         }
     target_text = f"own server, {args.start}" if args.start else args.api
     print()
@@ -614,24 +513,39 @@ def report(
     now = datetime.now(UTC)
     print(f"host {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, {now:%Y-%m-%d %H:%M}Z")
     print()
-    header = (
-        f"{'operation':<10}{'requests':>9}{'req/s':>8}{'2xx':>8}{'429':>6}{'4xx':>6}{'5xx':>6}{'errors':>7}"
-        f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for op, r in rows.items():
-        print(
-            f"{op:<10}{r['requests']:>9}{r['per_s']:>8.0f}{r['2xx']:>8}{r['429']:>6}{r['other_4xx']:>6}{r['5xx']:>6}"
-            f"{r['transport_errors']:>7}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}"
-        )
+    header = [
+        "operation",
+        "requests",
+        "req/s",
+        "2xx",
+        "429",
+        "4xx",
+        "5xx",
+        "errors",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+    ]
+    cells = [
+        [
+            op,
+            str(r["requests"]),
+            f"{r['per_s']:.0f}",
+            *(str(r[k]) for k in ("2xx", "429", "other_4xx", "5xx", "transport_errors")),
+            *(f"{r[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")),
+        ]
+        for op, r in rows.items()
+    ]
+    widths = [10, 9, 8, 8, 6, 6, 6, 7, 9, 9, 9, 9]
+    print(report.table(header, cells, widths=widths, sep="", rule="full"))
     print()
     rate = total_requests / seconds
     print(f"load phase: {seconds:.1f} s, {rate:.0f} requests/s, {len(run.created)} predictions created")
     print(f"drain: {drain_s:.1f} s until every prediction was terminal")
     ran = verdict.final.get("succeeded", 0) + verdict.final.get("failed", 0)
     print(f"worker: {ran} predictions ran to the end in load + drain, {ran / (seconds + drain_s):.0f}/s")
-    cpu_text = ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items() if v is not None)
+    cpu_text = ", ".join(f"{k} {v:.1f} s" for k, v in cpu_s.items() if v is not None)
     if cpu_text:
         print(f"CPU during load + drain: {cpu_text} (of {os.cpu_count()} cores × {seconds + drain_s:.0f} s)")
     print(
@@ -672,49 +586,28 @@ def report(
         "not_terminal": len(verdict.not_terminal),
         "changed_after_terminal": len(verdict.changed_after_terminal),
         "check_errors": len(run.check_errors),
-        "cpu_seconds": cpu,
+        "cpu_seconds": cpu_s,
     }
 
 
 # --------------------------------------------------------------------------------------------
 
 
-async def wait_until_quiet(max_wait: float, threshold: float = 0.25) -> float | None:
-    """Wait up to ``max_wait`` s for the machine to be under ``threshold`` of one core busy (over 2 s).
-
-    Returns the last share seen (None without /proc). A shared machine's other work is the main noise here."""
-    deadline = time.monotonic() + max_wait
-    share = None
-    while True:
-        before = machine_busy_seconds()
-        await asyncio.sleep(2.0)
-        after = machine_busy_seconds()
-        if before is None or after is None:
-            return None
-        share = (after - before) / 2.0
-        if share < threshold or time.monotonic() >= deadline:
-            return share
-
-
 def _cpu_sample(server: OwnServer | None) -> dict[str, float | None]:
-    own = os.times()
     return {
-        "load generator": own.user + own.system,
+        "load generator": cpu.own_cpu_seconds(),
         "server": server.cpu_seconds() if server else None,
-        "postgres": postgres_cpu_seconds() if server and server.backend == "postgres" else None,
-        "machine": machine_busy_seconds(),
+        "postgres": cpu.cpu_of_processes_named("postgres") if server and server.backend == "postgres" else None,
+        "machine": cpu.machine_busy_seconds(),
     }
-
-
-def _minus(after: float | None, before: float | None) -> float | None:
-    return None if after is None or before is None else after - before
 
 
 async def benchmark(args: argparse.Namespace, server: OwnServer | None) -> dict[str, Any]:
     """Warm up, load, drain, verify, report; the figures, with ``pass`` set."""
     await warm_up(args)
     if args.quiet_wait > 0:
-        share = await wait_until_quiet(args.quiet_wait)
+        # A shared machine's other work is the main noise here: wait for it to be under a quarter of a core.
+        share = await cpu.wait_until_quiet(0.25, args.quiet_wait, window=2.0)
         if share is not None:
             print(f"machine before the run: {share:.0%} of a core busy", flush=True)
     run = Run()
@@ -725,12 +618,12 @@ async def benchmark(args: argparse.Namespace, server: OwnServer | None) -> dict[
     drain_s, _ = await drain(args, run)
     cpu_after = _cpu_sample(server)
     verdict = await verify(args, run)
-    cpu = {name: _minus(cpu_after[name], cpu_before[name]) for name in cpu_before}
-    machine = cpu.pop("machine")
-    known = [v for v in cpu.values() if v is not None]
+    used = {name: cpu.minus(cpu_after[name], cpu_before[name]) for name in cpu_before}
+    machine = used.pop("machine")
+    known = [v for v in used.values() if v is not None]
     # Everything else that ran meanwhile (other work on a shared machine, the kernel's share of loopback traffic).
-    cpu["other"] = None if machine is None else max(0.0, machine - sum(known))
-    figures = report(args, run, seconds, drain_s, verdict, cpu)
+    used["other"] = None if machine is None else max(0.0, machine - sum(known))
+    figures = print_report(args, run, seconds, drain_s, verdict, used)
     failures = sum(figures["operations"]["all"][k] for k in ("5xx", "transport_errors")) + len(run.check_errors)
     figures["pass"] = failures == 0 and verdict.ok_predictions and len(run.created) > 0
     return figures
@@ -757,7 +650,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quiet-wait", type=float, default=120.0, help="wait up to this long for an idle machine first (default 120)"
     )
-    parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL for --start postgres (loopback)")
+    parser.add_argument(
+        "--admin-url", default=postgres.DEFAULT_ADMIN_URL, help="PostgreSQL for --start postgres (loopback)"
+    )
     parser.add_argument(
         "--server-env", action="append", default=[], metavar="NAME=VALUE", help="extra env of the own server"
     )
@@ -791,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("PASS (0 5xx, 0 lost, every prediction terminal)" if figures["pass"] else "FAIL")
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        report.write_json(args.json, figures)
     return 0 if figures["pass"] else 1
 
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,15 +31,13 @@ from typing import Any
 
 import httpx
 
+BENCHMARKS = str(Path(__file__).resolve().parent)
+if BENCHMARKS not in sys.path:  # the harness package sits next to this file (see harness/__init__.py)
+    sys.path.insert(0, BENCHMARKS)
+from harness import processes, report  # noqa: E402
+
 SCHNELL = "black-forest-labs/flux-schnell"
 DEV = "black-forest-labs/flux-dev"
-FLUXSERVE = [sys.executable, "-m", "fluxserve.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_to_first_prediction(preload: str, root: Path, weights: Path) -> dict[str, float]:
@@ -51,30 +46,24 @@ def start_to_first_prediction(preload: str, root: Path, weights: Path) -> dict[s
     # The tiny pipeline is built once (outside the timing), as a real host has its weights on disk already.
     (data_dir / "demo-weights").mkdir()
     (data_dir / "demo-weights" / "flux-schnell").symlink_to(weights, target_is_directory=True)
-    env = {**os.environ, "FLUXSERVE_DATA_DIR": str(data_dir), "FLUXSERVE_PRELOAD": preload, "HF_HUB_OFFLINE": "1"}
-    env["FLUXSERVE_MODELS_FILE"] = str(root / "schnell-only.toml")
-    key = subprocess.run(
-        [*FLUXSERVE, "keys", "create"], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()[-1]
-    port = _free_port()
-    began = time.perf_counter()
-    process = subprocess.Popen(
-        [*FLUXSERVE, "serve", "--demo", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    env = processes.fluxserve_env(
+        {
+            "FLUXSERVE_DATA_DIR": str(data_dir),
+            "FLUXSERVE_PRELOAD": preload,
+            "HF_HUB_OFFLINE": "1",
+            "FLUXSERVE_MODELS_FILE": str(root / "schnell-only.toml"),
+        }
     )
+    key = processes.create_key(env)
+    server = processes.fluxserve_server(f"serve (preload {preload})", env, "--demo", log_path=data_dir / "serve.log")
+    server.start()
+    began = server.started_at
     times: dict[str, float] = {}
     try:
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.02)
-            times["health"] = time.perf_counter() - began
+        server.wait_ready(interval=0.02)
+        times["health"] = time.perf_counter() - began
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
             created = client.post(
                 f"/v1/models/{SCHNELL}/predictions",
                 json={"input": {"prompt": "a lighthouse", "megapixels": "0.25", "num_inference_steps": 1}},
@@ -93,8 +82,7 @@ def start_to_first_prediction(preload: str, root: Path, weights: Path) -> dict[s
                     return times
                 time.sleep(0.02)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        server.stop(timeout=30)
 
 
 async def swap_in(swaps: int, device: str | None, weights: dict[str, str] | None) -> dict[str, Any]:
@@ -153,10 +141,13 @@ def main() -> None:
     for _ in range(args.runs):
         for mode in ("all", "none"):
             results[mode].append(start_to_first_prediction(mode, root, weights))
-    print(f"\n{'FLUXSERVE_PRELOAD':<18} {'/health s':>10} {'model ready s':>14} {'first prediction s':>19}")
+    rows = []
     for mode, runs in results.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in ("health", "ready", "first_prediction")}
-        print(f"{mode:<18} {med['health']:>10.2f} {med['ready']:>14.2f} {med['first_prediction']:>19.2f}")
+        med = [statistics.median(r[k] for r in runs) for k in ("health", "ready", "first_prediction")]
+        rows.append([mode, *(f"{v:.2f}" for v in med)])
+    header = ["FLUXSERVE_PRELOAD", "/health s", "model ready s", "first prediction s"]
+    print()
+    print(report.table(header, rows, widths=[18, 10, 14, 19], sep=" ", rule=None))
     print("(medians; 'model ready' is when GET /v1/models reports it ready, polled every 20 ms)")
 
     real = {"schnell": args.weights_schnell, "dev": args.weights_dev} if args.weights_schnell else None

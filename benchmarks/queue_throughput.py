@@ -33,36 +33,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+BENCHMARKS = str(Path(__file__).resolve().parent)
+if BENCHMARKS not in sys.path:  # the harness package sits next to this file (see harness/__init__.py)
+    sys.path.insert(0, BENCHMARKS)
+from harness import SetupError, cpu, postgres, processes, report, stats  # noqa: E402
+
 MODEL = "fluxserve-fixtures/noop"
 WAKE_SQL = f"SELECT pg_notify('fluxserve_work', 'bench|{MODEL}')"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 POLL_SECONDS = 0.05
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-PSQL_TIMEOUT_S = 60.0
 STATEMENT_TIMEOUT_S = 30.0
-LOG_LINES_KEPT = 2000
-
-
-class SetupError(Exception):
-    """The database or a worker could not be set up."""
+#: Worker log lines that point at trouble (errors, lost leases, retries, a SIGKILL).
+PROBLEM_NEEDLES = (" ERROR ", " WARNING ", "Traceback", "lease lost", "retrying", "[benchmark]")
 
 
 class RunFailed(Exception):
@@ -70,97 +67,7 @@ class RunFailed(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# PostgreSQL helpers
-
-
-def check_loopback(url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    host = make_url(url).host or ""
-    if host not in LOOPBACK_HOSTS:
-        raise SetupError(f"only a loopback PostgreSQL is allowed, got host {host!r}")
-
-
-def with_database(url: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
-
-
-def libpq_url(url: str) -> str:
-    """A URL psql and asyncpg understand (no ``+driver``)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def psql(admin_url: str, sql: str) -> str:
-    """Run one statement through ``psql`` (unaligned, tuples only); return its stdout."""
-    psql_bin = shutil.which("psql")
-    if psql_bin is None:
-        raise SetupError("psql is not on PATH")
-    proc = await asyncio.create_subprocess_exec(
-        psql_bin,
-        libpq_url(admin_url),
-        "-X",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-Atc",
-        sql,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), PSQL_TIMEOUT_S)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise SetupError(f"psql timed out after {PSQL_TIMEOUT_S:.0f} s: {sql}") from None
-    if proc.returncode != 0:
-        raise SetupError(f"psql failed ({proc.returncode}) on {sql!r}: {err.decode(errors='replace').strip()}")
-    return out.decode().strip()
-
-
-# --------------------------------------------------------------------------------------------
-# CPU accounting from /proc (Linux only; None elsewhere)
-
-
-def _proc_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) used so far by process ``pid``, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # Fields after the parenthesised comm start at field 3 (state); utime and stime are fields 14 and 15.
-    after = text[text.rindex(")") + 2 :].split()
-    return (int(after[11]) + int(after[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_by_pid(pids: Sequence[int]) -> dict[int, float] | None:
-    """CPU seconds used so far by each live process of ``pids``; None without /proc."""
-    if not Path("/proc/self/stat").exists():
-        return None
-    found = {pid: _proc_cpu(pid) for pid in pids}
-    return {pid: cpu for pid, cpu in found.items() if cpu is not None}
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all processes on the machine used so far (all cores; /proc/stat user + nice + system).
-
-    Interrupt and softirq time is left out: loopback traffic between the workers and PostgreSQL lands
-    there without being charged to either."""
-    try:
-        with open("/proc/stat") as f:
-            first = f.readline().split()
-    except OSError:
-        return None
-    if not first or first[0] != "cpu":
-        return None
-    user, nice, system = (int(v) for v in first[1:4])
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+# CPU accounting (harness.cpu; None without /proc)
 
 
 @dataclass
@@ -176,136 +83,42 @@ class CpuSample:
 
     @classmethod
     def take(cls, worker_pids: Sequence[int], postgres_pids: Sequence[int]) -> CpuSample:
-        own = os.times()
-        return cls(cpu_by_pid(worker_pids), cpu_by_pid(postgres_pids), own.user + own.system, machine_busy_seconds())
-
-
-def _used(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
-    """CPU seconds used between two samples by the processes alive at the second (new ones from 0)."""
-    if before is None or after is None:
-        return None
-    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
-
-
-def _delta(after: float | None, before: float | None) -> float | None:
-    return None if after is None or before is None else after - before
+        return cls(
+            cpu.cpu_by_pid(worker_pids),
+            cpu.cpu_by_pid(postgres_pids),
+            cpu.own_cpu_seconds(),
+            cpu.machine_busy_seconds(),
+        )
 
 
 def other_cpu(before: CpuSample, after: CpuSample) -> float | None:
     """Busy CPU seconds of the machine not spent by the workers, this run's PostgreSQL or this script."""
-    machine = _delta(after.machine, before.machine)
-    workers_ = _used(before.workers, after.workers)
-    postgres = _used(before.postgres, after.postgres)
-    if machine is None or workers_ is None or postgres is None:
+    machine = cpu.minus(after.machine, before.machine)
+    workers_ = cpu.cpu_used(before.workers, after.workers)
+    postgres_ = cpu.cpu_used(before.postgres, after.postgres)
+    if machine is None or workers_ is None or postgres_ is None:
         return None
-    return max(0.0, machine - workers_ - postgres - (after.own - before.own))
+    return max(0.0, machine - workers_ - postgres_ - (after.own - before.own))
 
 
 # --------------------------------------------------------------------------------------------
 # Worker processes
 
 
-@dataclass
-class WorkerProc:
-    """One ``fluxserve worker`` subprocess; its output is collected by a reader task."""
-
-    index: int
-    cmd: list[str]
-    env: dict[str, str]
-    cwd: Path
-    proc: asyncio.subprocess.Process | None = None
-    lines: list[str] = field(default_factory=list)
-    serving: asyncio.Event = field(default_factory=asyncio.Event)
-    reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.cmd,
-            cwd=self.cwd,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so stop() signals only this worker
-            limit=1 << 20,  # long log lines (tracebacks) must not break readline()
-        )
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while True:
-            raw = await self.proc.stdout.readline()
-            if not raw:
-                return
-            line = raw.decode(errors="replace").rstrip("\n")
-            self.lines.append(line)
-            if len(self.lines) > LOG_LINES_KEPT:
-                del self.lines[: len(self.lines) - LOG_LINES_KEPT]
-            if " serving " in line:
-                self.serving.set()
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.returncode
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def wait_serving(self, deadline: float) -> None:
-        assert self.proc is not None
-        loop = asyncio.get_running_loop()
-        while not self.serving.is_set():
-            if self.proc.returncode is not None:
-                raise SetupError(f"worker {self.index} exited with status {self.proc.returncode}\n{self.tail()}")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise SetupError(f"worker {self.index} did not log ' serving ' in time\n{self.tail()}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.serving.wait(), min(0.1, remaining))
-
-    async def stop(self) -> int | None:
-        """SIGTERM (a clean stop), then SIGKILL after ``STOP_TIMEOUT_S``; return the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                self.lines.append(f"[benchmark] no exit {STOP_TIMEOUT_S:.0f} s after SIGTERM; SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
-        if self.reader is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self.reader, 5)
-        return self.proc.returncode
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(f"  w{self.index} | {line}" for line in self.lines[-n:]) or f"  w{self.index} | (no output)"
-
-    def problems(self) -> list[str]:
-        """Log lines that point at trouble (errors, lost leases, retries)."""
-        needles = (" ERROR ", " WARNING ", "Traceback", "lease lost", "retrying", "[benchmark]")
-        return [line for line in self.lines if any(n in line for n in needles)]
-
-
-def save_logs(folder: Path, procs: Sequence[WorkerProc]) -> None:
-    for p in procs:
-        (folder / f"worker-{p.index}.log").write_text("\n".join(p.lines) + "\n")
-
-
-def worker_env(concurrency: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
-    env.update(
-        FLUXSERVE_EXTRA_MODELS='["fluxserve.predictors.fixtures:ALL"]',
-        FLUXSERVE_LOG_LEVEL="info",
-        FLUXSERVE_WORKER_CONCURRENCY=str(concurrency),
+def worker_processes(args: argparse.Namespace, k: int, url: str, data_dir: Path) -> list[processes.LoggedProcess]:
+    """``k`` ``fluxserve worker`` processes (not started yet) on ``url``, each marked by its ``" serving "`` line."""
+    cmd = [*processes.FLUXSERVE, "worker", "--database-url", url, "--model", MODEL, "--data-dir", str(data_dir)]
+    env = processes.fluxserve_env(
+        {"FLUXSERVE_LOG_LEVEL": "info", "FLUXSERVE_WORKER_CONCURRENCY": str(args.worker_concurrency)},
+        fixtures=True,
+        clean=True,
     )
-    return env
+    return [processes.LoggedProcess(f"worker {i}", f"w{i}", cmd, env, data_dir, marker=" serving ") for i in range(k)]
+
+
+def save_logs(folder: Path, procs: list[processes.LoggedProcess]) -> None:
+    for i, p in enumerate(procs):
+        (folder / f"worker-{i}.log").write_text("\n".join(p.lines) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,22 +172,6 @@ def build_rows(key_id: str, n: int) -> list[dict[str, Any]]:
     ]
 
 
-async def wait_until_quiet(threshold_pct: float, max_wait: float) -> float | None:
-    """Sample the machine's busy CPU in 0.5 s windows until it is under ``threshold_pct`` of one core
-    (at least one window, at most ``max_wait`` seconds); return the last window's figure."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max_wait
-    while True:
-        t0, busy0 = loop.time(), machine_busy_seconds()
-        await asyncio.sleep(0.5)
-        busy1 = machine_busy_seconds()
-        if busy0 is None or busy1 is None:
-            return None
-        load = 100 * (busy1 - busy0) / (loop.time() - t0)
-        if load <= threshold_pct or loop.time() >= deadline:
-            return load
-
-
 async def wait_registered(store: Any, k: int, deadline: float) -> None:
     """Until every worker process has its row in the workers table (written before ' serving ')."""
     from sqlalchemy import func, select
@@ -423,11 +220,11 @@ async def measure(
     from fluxserve.store.store import Store
     from fluxserve.store.tables import predictions
 
-    url = with_database(args.admin_url, database)
+    url = postgres.with_database(args.admin_url, database)
     data_dir = workdir / database
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.connect(url)
-    procs: list[WorkerProc] = []
+    procs: list[processes.LoggedProcess] = []
     poll: Any = None
     loop = asyncio.get_running_loop()
     try:
@@ -435,20 +232,19 @@ async def measure(
         key, _token = await store.create_key("queue-throughput")
         rows = build_rows(key.id, args.predictions)
 
-        cmd = [sys.executable, "-m", "fluxserve.cli", "worker", "--database-url", url, "--model", MODEL]
-        env = worker_env(args.worker_concurrency)
-        procs = [WorkerProc(i, [*cmd, "--data-dir", str(data_dir)], env, data_dir) for i in range(k)]
+        procs = worker_processes(args, k, url, data_dir)
         for p in procs:
             await p.start()
         deadline = loop.time() + START_TIMEOUT_S
         for p in procs:
-            await p.wait_serving(deadline)
+            await p.wait_marked(deadline)
         await wait_registered(store, k, deadline)
         # Each claim loop runs its first (empty) claim right after ' serving '; let those settle, and
         # wait (bounded) for other load on the shared machine to calm down.
-        before_load = await wait_until_quiet(args.quiet_load, args.quiet_wait)
+        share = await cpu.wait_until_quiet(args.quiet_load / 100, args.quiet_wait, window=0.5)
+        before_load = None if share is None else 100 * share
 
-        poll = await asyncpg.connect(libpq_url(url), timeout=10, command_timeout=STATEMENT_TIMEOUT_S)
+        poll = await asyncpg.connect(postgres.libpq_url(url), timeout=10, command_timeout=STATEMENT_TIMEOUT_S)
         count_stmt = await poll.prepare(
             "SELECT count(*) FILTER (WHERE status = 'succeeded'),"
             " count(*) FILTER (WHERE status IN ('succeeded', 'failed', 'canceled')) FROM predictions"
@@ -475,7 +271,7 @@ async def measure(
             exited = [p for p in procs if p.returncode is not None]
             if exited:
                 raise RunFailed(
-                    f"{k} worker(s): worker {exited[0].index} exited with status {exited[0].returncode}"
+                    f"{k} worker(s): {exited[0].label} exited with status {exited[0].returncode}"
                     f" mid-run ({terminal_now} of {n} terminal)\n" + exited[0].tail(30)
                 )
             if now - last_change > args.stall_seconds:
@@ -521,8 +317,8 @@ async def measure(
             per_worker=[int(r["n"]) for r in shares],
             run_ms_p50=float(stats["p50"] or 0) * 1000,
             run_ms_p99=float(stats["p99"] or 0) * 1000,
-            worker_cpu_s=_used(cpu0.workers, cpu1.workers),
-            postgres_cpu_s=_used(cpu0.postgres, cpu1.postgres),
+            worker_cpu_s=cpu.cpu_used(cpu0.workers, cpu1.workers),
+            postgres_cpu_s=cpu.cpu_used(cpu0.postgres, cpu1.postgres),
             own_cpu_s=cpu1.own - cpu0.own,
             other_cpu_s=other_cpu(cpu0, cpu1),
             problems=[],
@@ -532,20 +328,20 @@ async def measure(
         if poll is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(poll.close(), 5)
-        stop_codes = await asyncio.gather(*(p.stop() for p in procs), return_exceptions=True)
+        stop_codes = await asyncio.gather(*(p.stop(STOP_TIMEOUT_S) for p in procs), return_exceptions=True)
         for p, code in zip(procs, stop_codes, strict=True):
             if code not in (0, None):
-                p.lines.append(f"[benchmark] worker {p.index} exit status {code!r}")
+                p.lines.append(f"[benchmark] {p.label} exit status {code!r}")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(store.close(), 10)
         if args.keep_logs:
             save_logs(data_dir, procs)
-        problems.extend(f"w{p.index}: {line}" for p in procs for line in p.problems())
+        problems.extend(f"{p.tag}: {line}" for p in procs for line in p.matching(PROBLEM_NEEDLES))
 
 
 async def one_run(args: argparse.Namespace, k: int, run_index: int, workdir: Path) -> RunResult:
     database = f"fluxserve_bench_{os.getpid()}_{k}w_{run_index}"
-    await psql(args.admin_url, f'CREATE DATABASE "{database}"')
+    await asyncio.to_thread(postgres.create_database, args.admin_url, database)
     problems: list[str] = []
     try:
         result = await measure(args, k, run_index, workdir, database, problems)
@@ -561,20 +357,8 @@ async def one_run(args: argparse.Namespace, k: int, run_index: int, workdir: Pat
             "worker log lines of note:\n" + ("\n".join(problems[:40]) or "(none)")
         ) from exc
     finally:
-        await drop_database(args.admin_url, database)
-
-
-async def drop_database(admin_url: str, database: str, attempts: int = 5) -> None:
-    """DROP … WITH (FORCE), retried a few times (the server may be restarting); warn if it stays."""
-    for attempt in range(attempts):
-        try:
-            await psql(admin_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            return
-        except SetupError as exc:
-            if attempt == attempts - 1:
-                print(f"warning: could not drop database {database}: {exc}", file=sys.stderr)
-                return
-            await asyncio.sleep(2)
+        # Retried a few times (the server may be restarting); a warning if it stays.
+        await asyncio.to_thread(postgres.drop_database, args.admin_url, database)
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,7 +366,7 @@ async def drop_database(admin_url: str, database: str, attempts: int = 5) -> Non
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None or value != value else f"{value:,.{digits}f}"
+    return report.fmt(value, digits, missing="n/a")
 
 
 def pct(cpu_s: float | None, seconds: float) -> float | None:
@@ -607,10 +391,6 @@ def summarize(all_results: list[RunResult], quiet_pct: float) -> dict[str, Any]:
     mid = by_rate[len(by_rate) // 2]
     all_rates = sorted(r.rate for r in all_results)
 
-    def med(values: list[float | None]) -> float | None:
-        present = [v for v in values if v is not None]
-        return statistics.median(present) if present else None
-
     return {
         "workers": mid.workers,
         "predictions": mid.predictions,
@@ -623,10 +403,10 @@ def summarize(all_results: list[RunResult], quiet_pct: float) -> dict[str, Any]:
         "span_seconds": statistics.median(r.span_seconds for r in results),
         "run_ms_p50": statistics.median(r.run_ms_p50 for r in results),
         "run_ms_p99": statistics.median(r.run_ms_p99 for r in results),
-        "worker_cpu_pct": med([pct(r.worker_cpu_s, r.seconds) for r in results]),
-        "postgres_cpu_pct": med([pct(r.postgres_cpu_s, r.seconds) for r in results]),
-        "other_cpu_pct": med([pct(r.other_cpu_s, r.seconds) for r in results]),
-        "cpu_ms_per_prediction": med([per_prediction_ms(r) for r in results]),
+        "worker_cpu_pct": stats.median_or_none(pct(r.worker_cpu_s, r.seconds) for r in results),
+        "postgres_cpu_pct": stats.median_or_none(pct(r.postgres_cpu_s, r.seconds) for r in results),
+        "other_cpu_pct": stats.median_or_none(pct(r.other_cpu_s, r.seconds) for r in results),
+        "cpu_ms_per_prediction": stats.median_or_none(per_prediction_ms(r) for r in results),
         "per_worker": mid.per_worker,
     }
 
@@ -648,7 +428,7 @@ def print_table(summaries: list[dict[str, Any]]) -> None:
         "rows per worker",
     ]
     base = next((s["rate"] for s in summaries if s["workers"] == 1), None)
-    rows = []
+    rows: list[list[str]] = []
     for s in summaries:
         rows.append(
             [
@@ -667,11 +447,7 @@ def print_table(summaries: list[dict[str, Any]]) -> None:
                 "/".join(str(n) for n in s["per_worker"]),
             ]
         )
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(head)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print(report.table(head, rows, align="r" * len(head), markdown=True))
 
 
 def verify(results: list[RunResult]) -> list[str]:
@@ -697,7 +473,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", default="1,2,4", help="comma-separated worker process counts")
     p.add_argument("--repeat", type=int, help="runs per worker count, interleaved (default 3; --quick 1)")
     p.add_argument("--worker-concurrency", type=int, default=1, help="FLUXSERVE_WORKER_CONCURRENCY of each worker")
-    p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="loopback PostgreSQL URL to create databases from")
+    p.add_argument(
+        "--admin-url", default=postgres.DEFAULT_ADMIN_URL, help="loopback PostgreSQL URL to create databases from"
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take once the batch is in")
     p.add_argument("--stall-seconds", type=float, default=15.0, help="fail a run when no row finishes for this long")
     p.add_argument(
@@ -730,8 +508,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def benchmark(args: argparse.Namespace, workdir: Path) -> int:
     from importlib.metadata import version as dist_version
 
-    check_loopback(args.admin_url)
-    pg_version = await psql(args.admin_url, "SHOW server_version")
+    postgres.check_loopback(args.admin_url)
+    pg_version = await asyncio.to_thread(postgres.server_version, args.admin_url)
     cores = os.cpu_count()
     print(f"machine: {cores} CPU cores (os.cpu_count()), {platform.platform()}, Python {platform.python_version()}")
     print(f"PostgreSQL {pg_version} on loopback; fluxserve {dist_version('fluxserve')}, {args.source}")
@@ -803,25 +581,19 @@ async def benchmark(args: argparse.Namespace, workdir: Path) -> int:
 
     bad = verify(results)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "cpu_count": cores,
-                    "platform": platform.platform(),
-                    "postgresql_version": pg_version,
-                    "fluxserve_version": dist_version("fluxserve"),
-                    "fluxserve_source": args.source,
-                    "settings": {
-                        k: getattr(args, k) for k in ("predictions", "workers", "repeat", "worker_concurrency")
-                    },
-                    "summaries": summaries,
-                    "runs": [asdict(r) for r in results],
-                    "failures": failures + bad,
-                },
-                indent=2,
-                default=str,
-            )
-            + "\n"
+        report.write_json(
+            args.json,
+            {
+                "cpu_count": cores,
+                "platform": platform.platform(),
+                "postgresql_version": pg_version,
+                "fluxserve_version": dist_version("fluxserve"),
+                "fluxserve_source": args.source,
+                "settings": {k: getattr(args, k) for k in ("predictions", "workers", "repeat", "worker_concurrency")},
+                "summaries": summaries,
+                "runs": [asdict(r) for r in results],
+                "failures": failures + bad,
+            },
         )
         print(f"JSON written to {args.json}")
     if failures or bad:

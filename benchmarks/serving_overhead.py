@@ -38,27 +38,28 @@ import asyncio
 import contextlib
 import http.client
 import json
-import math
 import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-COG_VERSION = "0.23.1"
-HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:  # the harness package sits next to this file (see harness/__init__.py)
+    sys.path.insert(0, str(BENCH_DIR))
+from harness import SetupError, processes, report, stats  # noqa: E402
+from harness.processes import HOST, ServerProcess  # noqa: E402
+
+COG_VERSION = "0.23.1"
 COG_APP_DIR = BENCH_DIR / "cog_noop"
 DEFAULT_COG_VENV = BENCH_DIR / ".cog-venv"
 FLUX_MODEL_PATH = "/v1/models/fluxserve-fixtures/noop/predictions"
@@ -69,144 +70,46 @@ REQUEST_TIMEOUT_S = 30.0
 MAX_BUSY_RETRIES = 1000
 
 
-class SetupError(Exception):
-    """A server did not start, or the Cog venv could not be built."""
-
-
 # --------------------------------------------------------------------------------------------
 # Servers
 
 
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def http_get(port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    """One GET on a fresh connection: (status, body)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-@dataclass
-class Server:
-    """A server subprocess in its own process group, with its output in a log file."""
-
-    label: str
-    cmd: list[str]
-    env: dict[str, str]
-    cwd: Path
-    port: int
-    log_path: Path
-    ready: Callable[[Server], bool]
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() also ends Cog's worker child
-            )
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SetupError(f"{self.label} exited with status {self.proc.returncode}\n{self.log_tail()}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if self.ready(self):
-                    return
-            time.sleep(0.1)
-        raise SetupError(f"{self.label} not ready after {timeout:.0f} s\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(f"  | {line}" for line in text[-lines:])
-
-
-def fluxserve_ready(server: Server) -> bool:
-    status, _ = http_get(server.port, "/health")
-    return status == 200
-
-
-def cog_ready(server: Server) -> bool:
-    status, body = http_get(server.port, "/health-check")
+def cog_ready(server: ServerProcess) -> bool:
+    status, body = processes.http_get(server.port, "/health-check")
     state = json.loads(body).get("status") if status == 200 else None
     if state in ("SETUP_FAILED", "DEFUNCT"):
         raise SetupError(f"{server.label} setup failed: {body[:500]!r}")
     return state == "READY"
 
 
-def create_fluxserve_key(data_dir: Path, env: dict[str, str]) -> str:
-    """``fluxserve keys create``: the key is alone on the last stdout line."""
-    out = subprocess.run(
-        [sys.executable, "-m", "fluxserve.cli", "keys", "create", "--data-dir", str(data_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    lines = out.stdout.strip().splitlines()
-    if out.returncode != 0 or not lines:
-        raise SetupError(f"fluxserve keys create failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return lines[-1].strip()
-
-
-def fluxserve_server(sync_mode: str, workdir: Path) -> tuple[Server, str]:
+def fluxserve_server(sync_mode: str, workdir: Path) -> tuple[ServerProcess, str]:
     data_dir = workdir / f"fluxserve-{sync_mode.lower()}"
     data_dir.mkdir(parents=True)
-    env = {
-        **os.environ,
-        "FLUXSERVE_EXTRA_MODELS": '["fluxserve.predictors.fixtures:ALL"]',
-        "FLUXSERVE_SQLITE_SYNCHRONOUS": sync_mode,
-    }
-    env.pop("FLUXSERVE_DATABASE_URL", None)  # always the SQLite store in the temp data dir
-    key = create_fluxserve_key(data_dir, env)
-    port = free_port()
-    cmd = [sys.executable, "-m", "fluxserve.cli", "serve", "--host", HOST, "--port", str(port), "--data-dir"]
-    server = Server(
-        label=f"fluxserve[{sync_mode}]",
-        cmd=[*cmd, str(data_dir)],
-        env=env,
-        cwd=workdir,
-        port=port,
+    # Always the SQLite store in the temp data dir. The per-key rate limits are lifted: this measures the
+    # serving path, and one key polling thousands of times a second would otherwise be answered 429.
+    env = processes.fluxserve_env(
+        {
+            "FLUXSERVE_SQLITE_SYNCHRONOUS": sync_mode,
+            "FLUXSERVE_DATABASE_URL": None,
+            "FLUXSERVE_RATE_LIMIT_CREATE": "10000000/minute",
+            "FLUXSERVE_RATE_LIMIT_OTHER": "100000000/minute",
+        },
+        fixtures=True,
+    )
+    key = processes.create_key(env, "--data-dir", str(data_dir))
+    server = processes.fluxserve_server(
+        f"fluxserve[{sync_mode}]",
+        env,
+        "--data-dir",
+        str(data_dir),
         log_path=workdir / f"fluxserve-{sync_mode.lower()}.log",
-        ready=fluxserve_ready,
+        cwd=workdir,
     )
     return server, key
 
 
-def cog_server(venv: Path, workdir: Path) -> Server:
-    port = free_port()
+def cog_server(venv: Path, workdir: Path) -> ServerProcess:
+    port = processes.free_port()
     env = {
         **os.environ,
         # coglet spawns its worker as `python -c ...` found on PATH: it must be the venv's python.
@@ -216,7 +119,7 @@ def cog_server(venv: Path, workdir: Path) -> Server:
         "PORT": str(port),
     }
     env.pop("PYTHONPATH", None)
-    return Server(
+    return ServerProcess(
         label="Cog",
         cmd=[str(venv / "bin" / "python"), "-m", "cog.server.http", "--host", HOST],
         env=env,
@@ -263,7 +166,7 @@ class Target:
     """One server as the benchmark sees it."""
 
     label: str
-    server: Server
+    server: ServerProcess
     create_path: str
     create_headers: dict[str, str]
     create_status: int
@@ -323,12 +226,6 @@ class LoadResult:
     errors: int
     p50_ms: float | None
     p99_ms: float | None
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def rotated(items: list[Target], shift: int) -> list[Target]:
@@ -494,8 +391,8 @@ async def _python_load(port: int, path: str, headers: dict[str, str], connection
         rps=len(latencies) / elapsed,
         requests=len(latencies),
         errors=errors,
-        p50_ms=percentile(latencies, 50) if latencies else None,
-        p99_ms=percentile(latencies, 99) if latencies else None,
+        p50_ms=stats.percentile(latencies, 50) if latencies else None,
+        p99_ms=stats.percentile(latencies, 99) if latencies else None,
     )
 
 
@@ -511,11 +408,6 @@ def run_load(
 # Report
 
 
-def median_or_none(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def summarize(target: Target) -> dict[str, Any]:
     lat = sorted(target.latencies_ms)
     loads = target.load_rounds
@@ -524,27 +416,23 @@ def summarize(target: Target) -> dict[str, Any]:
         "create_wait": {
             "n": len(lat),
             "errors": target.create_errors,
-            "p50_ms": percentile(lat, 50) if lat else None,
-            "p95_ms": percentile(lat, 95) if lat else None,
-            "p99_ms": percentile(lat, 99) if lat else None,
+            "p50_ms": stats.percentile(lat, 50) if lat else None,
+            "p95_ms": stats.percentile(lat, 95) if lat else None,
+            "p99_ms": stats.percentile(lat, 99) if lat else None,
             "mean_ms": statistics.fmean(lat) if lat else None,
             "busy_retries": target.busy_retries,
             "phases_median_ms": {k: statistics.median(v) for k, v in target.phases_ms.items()},
         },
         "get": {
             "path": target.get_path,
-            "rps": median_or_none([r.rps for r in loads]),
+            "rps": stats.median_or_none(r.rps for r in loads),
             "rps_rounds": [round(r.rps, 1) for r in loads],
-            "p50_ms": median_or_none([r.p50_ms for r in loads]),
-            "p99_ms": median_or_none([r.p99_ms for r in loads]),
+            "p50_ms": stats.median_or_none(r.p50_ms for r in loads),
+            "p99_ms": stats.median_or_none(r.p99_ms for r in loads),
             "requests": sum(r.requests for r in loads),
             "errors": sum(r.errors for r in loads),
         },
     }
-
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -562,23 +450,18 @@ def print_table(flux: list[dict[str, Any]], cog: dict[str, Any], reference: Load
         ("GET p99 (ms)", "get", "p99_ms", 2),
     ]
     header = ["metric", *(f["label"] for f in flux), "Cog", *(f"{f['label']}/Cog" for f in flux)]
-    table = [header]
+    cells = []
     for name, group, key, digits in rows:
         values = [f[group][key] for f in flux]
-        table.append(
+        cells.append(
             [
                 name,
-                *(fmt(v, digits) for v in values),
-                fmt(cog[group][key], digits),
+                *(report.fmt(v, digits) for v in values),
+                report.fmt(cog[group][key], digits),
                 *(ratio(v, cog[group][key]) for v in values),
             ]
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        cells = [row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(report.table(header, cells))
     print("(ratios are fluxserve/Cog: above 1 means fluxserve is slower for latency rows, faster for requests/s)")
     print(
         f"GET paths: fluxserve {flux[0]['get']['path']} (Bearer auth, SQLite read);"
@@ -597,8 +480,8 @@ def print_table(flux: list[dict[str, Any]], cog: dict[str, Any], reference: Load
             print(f"{s['label']} create+wait phases, median ms: " + " | ".join(parts))
     if reference is not None:
         print(
-            f"reference: {flux[0]['label']} GET /health (no auth, no DB):"
-            f" {fmt(reference.rps, 0)} req/s, p50 {fmt(reference.p50_ms)} ms, p99 {fmt(reference.p99_ms)} ms"
+            f"reference: {flux[0]['label']} GET /health (no auth, no DB): {report.fmt(reference.rps, 0)} req/s,"
+            f" p50 {report.fmt(reference.p50_ms)} ms, p99 {report.fmt(reference.p99_ms)} ms"
         )
 
 
@@ -650,12 +533,12 @@ def wrk_version(wrk: str) -> str:
 
 
 @contextlib.contextmanager
-def running(servers: list[Server]) -> Iterator[None]:
+def running(servers: list[ServerProcess]) -> Iterator[None]:
     try:
         for server in servers:
             server.start()
         for server in servers:
-            server.wait_ready()
+            server.wait_ready(START_TIMEOUT_S)
             print(f"  {server.label} ready on {HOST}:{server.port}", flush=True)
         yield
     finally:
@@ -686,7 +569,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
     print(f"GET load: {loadgen}, {args.duration} s per server per round, {args.load_rounds} interleaved round(s)")
     print("Starting servers ...", flush=True)
 
-    flux: list[tuple[Server, str]] = [fluxserve_server(mode, workdir) for mode in args.sync_modes]
+    flux: list[tuple[ServerProcess, str]] = [fluxserve_server(mode, workdir) for mode in args.sync_modes]
     cog = cog_server(args.cog_venv.resolve(), workdir)
     servers = [s for s, _ in flux] + [cog]
     targets: list[Target] = []
@@ -720,7 +603,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
             pred = warm_up_creates(target, args.warmup)
             if target is not cog_target:
                 target.get_path = f"/v1/predictions/{pred['id']}"
-                status, body = http_get(target.port, target.get_path, target.get_headers)
+                status, body = processes.http_get(target.port, target.get_path, target.get_headers)
                 if status != 200 or json.loads(body).get("status") != "succeeded":
                     raise SetupError(f"{target.label}: GET {target.get_path} -> {status} {body[:300]!r}")
             run_load(wrk, target.port, target.get_path, target.get_headers, args, duration=1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,6 +72,41 @@ class Settings(BaseSettings):
     flux_kontext_dev_weights: str = Field(
         default="black-forest-labs/FLUX.1-Kontext-dev",
         description="Hugging Face repo id (gated) or local diffusers directory for flux-kontext-dev.",
+    )
+    # go_fast (fluxserve.predictors.go_fast): how the pipeline of `go_fast: true` requests is built on a GPU.
+    go_fast_steps: str = Field(
+        default="default",
+        description="go_fast steps: default (each model's own), none, or a comma-separated list of step names "
+        "(fluxserve.predictors.go_fast.options.STEPS; checked at start).",
+    )
+    go_fast_attention: str = Field(
+        default="_native_cudnn",
+        description="go_fast's diffusers attention backend (_native_cudnn, _flash_3, native, …).",
+    )
+    go_fast_compile_mode: str | None = Field(
+        default=None,
+        description="go_fast's torch.compile mode (max-autotune, max-autotune-no-cudagraphs, reduce-overhead); "
+        "default (unset): torch's default.",
+    )
+    go_fast_compile_dynamic: bool | None = Field(
+        default=None,
+        description="torch.compile(dynamic=…) for go_fast: auto (unset: static for the first shape, dynamic from "
+        "the second), true or false.",
+    )
+    go_fast_taylor_order: int = Field(default=1, description="Taylor order of go_fast's step cache (1: linear).")
+    go_fast_fbcache_threshold: float = Field(default=0.08, description="go_fast's First Block Cache threshold.")
+    go_fast_warmup: Literal["all", "one", "none"] = Field(
+        default="all",
+        description="Shapes go_fast runs once at setup, so requests never compile: all served shapes, one (1:1 at "
+        "1 MP) or none.",
+    )
+    compile_cache_dir: Path | None = Field(
+        default=None, description="Where go_fast keeps compile artifacts (default: compile-cache/ in the data dir)."
+    )
+    go_fast_on_cpu: bool = Field(
+        default=False,
+        description="Build go_fast on a CPU too (1, true or yes; tests and the CPU benchmark only: in service, "
+        "go_fast on CPU is a no-op).",
     )
     trust_forwarded_headers: bool = Field(
         default=False,
@@ -157,6 +192,65 @@ class Settings(BaseSettings):
         default="text",
         description="Log lines as text, or as JSON objects (ts, level, logger, message, prediction_id) for collectors.",
     )
+
+    @field_validator("go_fast_compile_mode", mode="before")
+    @classmethod
+    def _compile_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return None if value in ("", "default") else value
+        return value
+
+    @field_validator("go_fast_compile_dynamic", mode="before")
+    @classmethod
+    def _compile_dynamic(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        if value not in ("auto", "true", "false", "1", "0"):
+            raise ValueError(f"FLUXSERVE_GO_FAST_COMPILE_DYNAMIC must be auto, true or false, not {value!r}")
+        return None if value == "auto" else value in ("true", "1")
+
+    @field_validator("go_fast_warmup", mode="before")
+    @classmethod
+    def _warmup(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        if value not in ("all", "one", "none"):
+            raise ValueError(f"FLUXSERVE_GO_FAST_WARMUP must be all, one or none, not {value!r}")
+        return value
+
+    @field_validator("go_fast_steps")
+    @classmethod
+    def _steps(cls, value: str) -> str:
+        # Checked at start like every other setting, not first when a model loads. Imported here: the step
+        # names belong to go_fast, and its options module imports nothing heavy.
+        from fluxserve.predictors.go_fast.options import parse_steps
+
+        parse_steps(value)
+        return value
+
+    @field_validator("go_fast_attention", mode="before")
+    @classmethod
+    def _attention(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("compile_cache_dir", mode="before")
+    @classmethod
+    def _compile_cache_dir(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            # An empty value means unset; a quoted "~/…" reaches us unexpanded, so expand it here.
+            return Path(value).expanduser() if str(value) else None
+        return value
+
+    @field_validator("go_fast_on_cpu", mode="before")
+    @classmethod
+    def _on_cpu(cls, value: Any) -> Any:
+        # A test switch: only an explicit yes turns it on; anything else (an empty value too) leaves it off.
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes")
+        return value
 
     def resolved_database_url(self) -> str:
         """The database URL in use: the setting, or SQLite inside the data dir."""

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class InvalidField:
+    """One reason a request or an input was refused: the record validation produces and a 422's
+    ``invalid_fields`` entry carries, unchanged, to the client."""
+
+    type: str
+    field: str
+    description: str
+
+    def to_json(self) -> dict[str, str]:
+        """The wire form (``schema.InvalidFieldOut``)."""
+        return asdict(self)
 
 
 class FluxserveError(Exception):
@@ -15,12 +30,12 @@ class FluxserveError(Exception):
         self,
         detail: str,
         *,
-        invalid_fields: list[dict[str, Any]] | None = None,
+        invalid_fields: Sequence[InvalidField] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.invalid_fields = invalid_fields
+        self.invalid_fields = list(invalid_fields) if invalid_fields is not None else None
         self.headers = headers
 
 
@@ -57,6 +72,11 @@ class InputValidationFailed(FluxserveError):
 
     status = 422
     title = "Input validation failed"
+
+    @classmethod
+    def of(cls, fields: Sequence[InvalidField]) -> InputValidationFailed:
+        """The 422 for ``fields``; the detail lists each as ``- field: description``."""
+        return cls("".join(f"- {f.field}: {f.description}\n" for f in fields), invalid_fields=fields)
 
 
 class InvalidVersion(FluxserveError):

@@ -10,19 +10,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fluxserve.api.state import ApiState, LocalWorker
-from fluxserve.catalog.registry import Registry, build_registry
+from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
 from fluxserve.events.hub import EventHub
 from fluxserve.events.pgnotify import PgNotifyBridge
+from fluxserve.events.webhooks import WebhookSender, terminal_delivery
+from fluxserve.gateway.served import build_registry
 from fluxserve.metrics.prometheus import Metrics
 from fluxserve.net.guard import NetPolicy
-from fluxserve.reaper import maintain
 from fluxserve.service.files import FileService
+from fluxserve.service.housekeeping import maintain
 from fluxserve.service.predictions import PredictionService
 from fluxserve.storage import BlobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.store.store import Store
-from fluxserve.webhooks import WebhookSender, terminal_delivery
 from fluxserve.worker.loop import NothingLoaded, Worker
 
 log = logging.getLogger("fluxserve")

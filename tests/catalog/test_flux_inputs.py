@@ -5,9 +5,10 @@ from __future__ import annotations
 from fluxserve.catalog.fields import validate_input
 from fluxserve.catalog.flux import FLUX_DEV_INPUTS, FLUX_KONTEXT_DEV_INPUTS, kontext_input_errors
 from fluxserve.catalog.openapi import cog_input_schema
-from fluxserve.catalog.registry import BUILTIN_MODELS, FLUX_DEV, FLUX_KONTEXT_DEV, build_registry
+from fluxserve.catalog.registry import BUILTIN_MODELS, FLUX_DEV, FLUX_KONTEXT_DEV
 from fluxserve.catalog.sizes import KONTEXT_ASPECT_RATIOS, PREFERRED_KONTEXT_RESOLUTIONS
 from fluxserve.config import Settings
+from fluxserve.gateway.served import build_registry
 
 
 def _order(fields: tuple) -> list[str]:  # type: ignore[type-arg]
@@ -110,7 +111,8 @@ def test_predictor_modules_import_without_torch() -> None:
     code = (
         "import sys\n"
         "import fluxserve.predictors.flux_dev, fluxserve.predictors.flux_kontext, fluxserve.predictors.images\n"
-        "import fluxserve.predictors.common, fluxserve.catalog.registry, fluxserve.cli.main\n"
+        "import fluxserve.predictors.flux_base, fluxserve.predictors.loading, fluxserve.predictors.go_fast.steps\n"
+        "import fluxserve.catalog.registry, fluxserve.cli.main\n"
         "from fluxserve.predictors.images import sniff_image\n"
         "assert sniff_image(b'\\x89PNG\\r\\n\\x1a\\n0000') == 'png'\n"
         "loaded = {'torch', 'diffusers', 'PIL'} & set(sys.modules)\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import typer
 
 from fluxserve.catalog.registry import FLUX_SCHNELL
 from fluxserve.cli.run import coerce, input_properties, parse_inputs
-from fluxserve.client import Client, StreamUnavailable, api_base, iter_events
-from fluxserve.client.client import parse_prediction
+from fluxserve.client import Client, ClientError, StreamUnavailable, api_base, iter_events
+from fluxserve.client.client import parse_prediction, prediction_fields
+from fluxserve.client.sse import aiter_events
 from fluxserve.progress import parse_progress
 from fluxserve.schema import Model, Version
 
@@ -42,6 +44,19 @@ def test_sse_parser() -> None:
     ]
 
 
+async def test_sse_parser_reads_an_async_stream_alike() -> None:
+    # The gateway follows its upstream's stream with the same parser, over httpx's aiter_lines().
+    lines = ["event: logs", "data: a", "", ": ping", "event: done", "data: {}", "", "event: output", "data: x"]
+
+    async def stream() -> AsyncIterator[str]:
+        for line in lines:
+            yield line
+
+    events = [event async for event in aiter_events(stream())]
+    assert [(e.event, e.data) for e in events] == [(e.event, e.data) for e in iter_events(lines)]
+    assert [e.event for e in events] == ["logs", "done"]
+
+
 def test_api_base_accepts_both_prefixes_and_bare_hosts() -> None:
     assert api_base("http://127.0.0.1:5000/v1") == "http://127.0.0.1:5000/v1"
     assert api_base("https://api.cometapi.com/replicate/v1/") == "https://api.cometapi.com/replicate/v1"
@@ -65,6 +80,16 @@ def test_parse_prediction_takes_what_other_servers_send() -> None:
     assert prediction.status.value == "canceled"
     assert prediction.urls.stream == "" and prediction.urls.get.endswith("/abc")
     assert prediction.input is None and prediction.logs is None
+
+
+def test_prediction_fields_fill_in_but_keep_the_status_as_sent() -> None:
+    # What the gateway reads: a provider's own status names survive ("aborted" is not fluxserve's canceled).
+    fields = prediction_fields({"id": "abc", "status": "aborted", "urls": {"get": "g", "stream": None}})
+    assert fields["status"] == "aborted"
+    assert fields["urls"] == {"get": "g", "cancel": "", "stream": "", "web": ""}
+    assert fields["input"] is None and fields["logs"] is None
+    with pytest.raises(ClientError):
+        prediction_fields(["not", "an", "object"])
 
 
 def test_progress_is_the_last_tqdm_line() -> None:

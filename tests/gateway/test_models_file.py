@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from fluxserve.catalog.fields import validate_input
-from fluxserve.gateway.models import cache_path, fields_from_openapi, load_schema
+from fluxserve.gateway.models import cache_path, load_schema
 from fluxserve.gateway.routes import ModelsFileError, load_routes, normalise_base_url
+from fluxserve.gateway.specs import fields_from_openapi
 from tests.support import free_port
 
 BUILTIN = {"black-forest-labs/flux-schnell", "black-forest-labs/flux-dev"}

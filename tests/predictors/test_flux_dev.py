@@ -155,10 +155,10 @@ def test_missing_weights_say_how_to_get_them(tmp_path: Path) -> None:
 
 
 def test_uncached_hub_id_without_network_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fluxserve.predictors.flux_dev as module
+    from fluxserve.predictors import loading
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(module, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
     with pytest.raises(WeightsUnavailable, match="cannot be reached") as info:
         FluxDevPredictor("fluxserve-tests/not-a-real-repo", device="cpu").setup()
     assert "https://huggingface.co/black-forest-labs/FLUX.1-dev" in str(info.value)
@@ -184,6 +184,7 @@ def test_cuda_is_bf16_and_offloads_below_48_gib(monkeypatch: pytest.MonkeyPatch,
     import torch
 
     import fluxserve.predictors.flux_dev as module
+    from fluxserve.predictors import loading
 
     pipe = FakePipe()
     seen: dict[str, Any] = {}
@@ -192,7 +193,9 @@ def test_cuda_is_bf16_and_offloads_below_48_gib(monkeypatch: pytest.MonkeyPatch,
         total_memory = gib * 1024**3
 
     monkeypatch.setattr(
-        module, "_from_pretrained", lambda source, dtype, local_files_only: seen.update(dtype=dtype) or pipe
+        loading,
+        "from_pretrained",
+        lambda pipeline_class, source, dtype, local_files_only: seen.update(dtype=dtype, cls=pipeline_class) or pipe,
     )
     monkeypatch.setattr(module, "_img2img_from", lambda p: ("img2img of", p))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -200,6 +203,7 @@ def test_cuda_is_bf16_and_offloads_below_48_gib(monkeypatch: pytest.MonkeyPatch,
     p = FluxDevPredictor("fluxserve-tests/cached-repo")
     p.setup()
     assert (p.device, p.dtype_name, seen["dtype"]) == ("cuda", "bfloat16", torch.bfloat16)
+    assert seen["cls"] == "FluxPipeline"
     assert pipe.calls == [expected]
     assert p._img2img == ("img2img of", pipe)  # built after placement, on the same modules
 

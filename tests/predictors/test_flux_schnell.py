@@ -174,10 +174,10 @@ def test_modules_import_without_torch() -> None:
 
 
 def test_uncached_hub_id_without_network_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fluxserve.predictors.flux_schnell as module
+    from fluxserve.predictors import loading
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(module, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
     start = time.monotonic()
     with pytest.raises(WeightsUnavailable, match="cannot be reached") as info:
         FluxSchnellPredictor("fluxserve-tests/not-a-real-repo", device="cpu").setup()
@@ -210,24 +210,25 @@ def test_cuda_offloads_below_48_gib(
 ) -> None:
     import torch
 
-    import fluxserve.predictors.flux_schnell as module
+    from fluxserve.predictors import loading
 
     pipe = FakePipe()
     seen: dict[str, Any] = {}
 
-    def fake_from_pretrained(source: str, dtype: Any, *, local_files_only: bool) -> FakePipe:
-        seen["dtype"] = dtype
+    def fake_from_pretrained(pipeline_class: str, source: str, dtype: Any, *, local_files_only: bool) -> FakePipe:
+        seen["dtype"], seen["class"] = dtype, pipeline_class
         return pipe
 
     class Props:
         total_memory = gib * 1024**3
 
-    monkeypatch.setattr(module, "_from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(loading, "from_pretrained", fake_from_pretrained)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _device: Props())
     p = FluxSchnellPredictor(str(tiny_schnell))
     p.setup()
     assert (p.device, p.dtype_name, seen["dtype"]) == ("cuda", "bfloat16", torch.bfloat16)
+    assert seen["class"] == "FluxPipeline"
     assert pipe.calls == [expected]
     assert p.offloaded == (expected.startswith("offload"))
 

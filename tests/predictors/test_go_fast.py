@@ -21,13 +21,16 @@ import torch
 from PIL import Image
 
 from fluxserve.catalog.flux import FLUX_DEV_INPUTS
-from fluxserve.predictors import fast
-from fluxserve.predictors.common import cpu_generator, save_images
-from fluxserve.predictors.fast import FastOptions, FastPath
+from fluxserve.config import Settings
+from fluxserve.predictors.flux_base import cpu_generator
 from fluxserve.predictors.flux_dev import FluxDevPredictor
 from fluxserve.predictors.flux_kontext import FluxKontextPredictor
 from fluxserve.predictors.flux_schnell import FluxSchnellPredictor
-from fluxserve.predictors.step_cache import StepCache, compute_schedule
+from fluxserve.predictors.go_fast import steps as go_fast_steps
+from fluxserve.predictors.go_fast.options import DEFAULT_STEPS, FastOptions
+from fluxserve.predictors.go_fast.path import FastPath
+from fluxserve.predictors.go_fast.step_cache import StepCache, compute_schedule
+from fluxserve.predictors.images import save_images
 from tests.predictors.support import RecordingContext, validated
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +48,7 @@ def _harness() -> ModuleType:
 
 def cpu_fast(tiny_dev: Path, *steps: str) -> FluxDevPredictor:
     """A tiny dev predictor whose go_fast runs ``steps`` on the CPU (as the CPU benchmark builds it)."""
-    predictor = FluxDevPredictor(str(tiny_dev))
-    predictor.fast_options = FastOptions(steps=steps, allow_cpu=True)
+    predictor = FluxDevPredictor(str(tiny_dev), fast=FastOptions(steps=steps, allow_cpu=True))
     predictor.setup()
     return predictor
 
@@ -200,7 +202,7 @@ def test_gpu_only_steps_are_off_on_cpu_with_reasons(tiny_dev: Path) -> None:
 
 def test_an_unknown_attention_backend_is_reported_not_raised(tiny_dev: Path) -> None:
     predictor = cpu_fast(tiny_dev)
-    result = fast._set_attention(predictor._pipe.transformer, "no_such_backend")
+    result = go_fast_steps._set_attention(predictor._pipe.transformer, "no_such_backend")
     assert not result.active and "'no_such_backend' unavailable" in result.detail
 
 
@@ -210,17 +212,17 @@ def _fake_cuda_pipe() -> Any:
 
 def test_fp8_needs_sm89_and_torchao(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _device=None: (8, 0))
-    config, why = fast._fp8_config(_fake_cuda_pipe(), on_cuda=True)
+    config, why = go_fast_steps._fp8_config(_fake_cuda_pipe(), on_cuda=True)
     assert config is None and "8.9+" in why and "8.0" in why
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _device=None: (9, 0))
     monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao raises ImportError
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)
-    config, why = fast._fp8_config(_fake_cuda_pipe(), on_cuda=True)
+    config, why = go_fast_steps._fp8_config(_fake_cuda_pipe(), on_cuda=True)
     assert config is None and "torchao is not installed" in why
 
 
 def test_offloaded_gpu_gets_no_go_fast_and_the_log_says_why(tmp_path: Path) -> None:
-    path = fast.prepare(object(), family="dev", on_cuda=True, offloaded=True, options=FastOptions())
+    path = go_fast_steps.prepare(object(), family="dev", on_cuda=True, offloaded=True, options=FastOptions())
     assert not path.available and "offload" in str(path.reason)
     predictor = FluxDevPredictor("unused", device="cuda")
     predictor.dtype_name = "bfloat16"
@@ -239,27 +241,38 @@ def test_a_failing_warm_up_turns_go_fast_off() -> None:
     assert not path.available and path.reason == "warm-up failed: RuntimeError: inductor exploded"
 
 
-def test_options_from_env() -> None:
-    options = FastOptions.from_env(
-        {
-            "FLUXSERVE_GO_FAST_STEPS": "compile, fp8",
-            "FLUXSERVE_GO_FAST_COMPILE_MODE": "max-autotune",
-            "FLUXSERVE_GO_FAST_COMPILE_DYNAMIC": "true",
-            "FLUXSERVE_GO_FAST_WARMUP": "one",
-        }
-    )
-    assert options.steps_for("dev") == ("compile", "fp8")
-    assert (options.compile_mode, options.compile_dynamic, options.warmup) == ("max-autotune", True, "one")
-    defaults = FastOptions.from_env({})
-    assert defaults.steps_for("schnell") == fast.DEFAULT_STEPS["schnell"] and "step_cache" not in defaults.steps_for(
+def test_options_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        *("STEPS", "ATTENTION", "COMPILE_MODE", "COMPILE_DYNAMIC", "TAYLOR_ORDER", "FBCACHE_THRESHOLD", "WARMUP"),
+        "ON_CPU",
+    ):
+        monkeypatch.delenv(f"FLUXSERVE_GO_FAST_{name}", raising=False)
+    monkeypatch.delenv("FLUXSERVE_COMPILE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("FLUXSERVE_DATA_DIR", str(tmp_path))
+    defaults = FastOptions.from_settings(Settings())
+    assert defaults.steps_for("schnell") == DEFAULT_STEPS["schnell"] and "step_cache" not in defaults.steps_for(
         "schnell"
     )
     assert "step_cache" in defaults.steps_for("kontext") and not defaults.allow_cpu
-    assert FastOptions.from_env({"FLUXSERVE_GO_FAST_STEPS": "none"}).steps_for("dev") == ()
+    assert defaults == FastOptions(cache_dir=tmp_path / "compile-cache")  # every other field as FastOptions()
+
+    monkeypatch.setenv("FLUXSERVE_GO_FAST_STEPS", "compile, fp8")
+    monkeypatch.setenv("FLUXSERVE_GO_FAST_COMPILE_MODE", "max-autotune")
+    monkeypatch.setenv("FLUXSERVE_GO_FAST_COMPILE_DYNAMIC", "true")
+    monkeypatch.setenv("FLUXSERVE_GO_FAST_WARMUP", "one")
+    monkeypatch.setenv("FLUXSERVE_COMPILE_CACHE_DIR", str(tmp_path / "cc"))
+    options = FastOptions.from_settings(Settings())
+    assert options.steps_for("dev") == ("compile", "fp8")
+    assert (options.compile_mode, options.compile_dynamic, options.warmup) == ("max-autotune", True, "one")
+    assert options.cache_dir == tmp_path / "cc"
+    monkeypatch.setenv("FLUXSERVE_GO_FAST_STEPS", "none")
+    assert FastOptions.from_settings(Settings()).steps_for("dev") == ()
+    monkeypatch.setenv("FLUXSERVE_GO_FAST_STEPS", "fp4")
     with pytest.raises(ValueError, match="unknown step"):
-        FastOptions.from_env({"FLUXSERVE_GO_FAST_STEPS": "fp4"})
+        FastOptions.from_settings(Settings())
+    monkeypatch.setenv("FLUXSERVE_GO_FAST_WARMUP", "some")
     with pytest.raises(ValueError, match="FLUXSERVE_GO_FAST_WARMUP"):
-        FastOptions.from_env({"FLUXSERVE_GO_FAST_WARMUP": "some"})
+        FastOptions.from_settings(Settings())
 
 
 def test_warm_up_covers_every_served_shape() -> None:

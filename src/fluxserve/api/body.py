@@ -8,13 +8,10 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from fluxserve.errors import InvalidRequest
+from fluxserve.api.problems import invalid_request, pydantic_invalid_fields
+from fluxserve.errors import InvalidField, InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "body"
 
 
 async def parse_json_body(request: Request, model: type[M]) -> M:
@@ -25,22 +22,17 @@ async def parse_json_body(request: Request, model: type[M]) -> M:
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc}",
-            invalid_fields=[{"type": "json_invalid", "field": "body", "description": str(exc)}],
+            invalid_fields=[InvalidField("json_invalid", "body", str(exc))],
         ) from exc
     if data is None:
         raise InvalidRequest(
             'The request body is empty; send a JSON object such as {"input": {"prompt": "..."}}',
-            invalid_fields=[{"type": "required", "field": "body", "description": "a JSON object is required"}],
+            invalid_fields=[InvalidField("required", "body", "a JSON object is required")],
         )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        fields = []
-        for err in exc.errors():
-            name = _field(tuple(err["loc"]))
-            description = f"{name} is required" if err["type"] == "missing" else f"{name}: {err['msg']}"
-            fields.append({"type": err["type"], "field": name, "description": description})
-        raise InvalidRequest("".join(f"- {f['description']}\n" for f in fields), invalid_fields=fields) from exc
+        raise invalid_request(pydantic_invalid_fields(exc.errors())) from exc
 
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from fluxserve.api.deps import Call, CallDep
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
-from fluxserve.errors import InvalidRequest
+from fluxserve.errors import InvalidField, InvalidRequest
 from fluxserve.schema import Timestamp
 from fluxserve.service.files import FileService
 from fluxserve.store.rows import FileRow
@@ -84,12 +84,12 @@ async def _metadata(value: Any) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             f"metadata must be a JSON object: {exc}",
-            invalid_fields=[{"type": "json_invalid", "field": "metadata", "description": "not JSON"}],
+            invalid_fields=[InvalidField("json_invalid", "metadata", "not JSON")],
         ) from exc
     if not isinstance(parsed, dict):
         raise InvalidRequest(
             "metadata must be a JSON object",
-            invalid_fields=[{"type": "invalid_type", "field": "metadata", "description": "not an object"}],
+            invalid_fields=[InvalidField("invalid_type", "metadata", "not an object")],
         )
     return parsed
 
@@ -131,14 +131,14 @@ async def create_file(request: Request, c: CallDep) -> Response:
     except Exception as exc:
         raise InvalidRequest(
             f"expected a multipart/form-data body with a 'content' file part: {exc}",
-            invalid_fields=[{"type": "invalid", "field": "content", "description": "multipart body required"}],
+            invalid_fields=[InvalidField("invalid", "content", "multipart body required")],
         ) from exc
     try:
         content = form.get("content")
         if not isinstance(content, UploadFile):
             raise InvalidRequest(
                 "the 'content' file part is required",
-                invalid_fields=[{"type": "required", "field": "content", "description": "a file part is required"}],
+                invalid_fields=[InvalidField("required", "content", "a file part is required")],
             )
         row = await files.upload(
             c.key,

@@ -15,7 +15,7 @@ from fluxserve.api.deps import Call, CallDep
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response, render_prediction
 from fluxserve.catalog.registry import ModelSpec
-from fluxserve.errors import InvalidRequest
+from fluxserve.errors import InvalidField, InvalidRequest
 from fluxserve.lifecycle import Status
 from fluxserve.schema import Prediction, PredictionPage, PredictionRequest
 
@@ -117,7 +117,7 @@ async def create_prediction(
     if not ref:
         raise InvalidRequest(
             "version is required: a version id, owner/name or owner/name:version_id",
-            invalid_fields=[{"type": "required", "field": "version", "description": "version is required"}],
+            invalid_fields=[InvalidField("required", "version", "version is required")],
         )
     spec, version = c.svc.resolve_version(ref)
     return await _create(c, spec, version, body, prefer, cancel_after)
@@ -140,7 +140,7 @@ def parse_time(name: str, value: str | None) -> datetime | None:
     except (ValueError, OverflowError) as exc:
         raise InvalidRequest(
             f"{name} must be an ISO-8601 timestamp such as 2026-01-31T12:00:00Z, got {value!r}",
-            invalid_fields=[{"type": "format", "field": name, "description": "must be an ISO-8601 timestamp"}],
+            invalid_fields=[InvalidField("format", name, "must be an ISO-8601 timestamp")],
         ) from exc
     return parsed
 

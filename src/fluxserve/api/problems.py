@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fluxserve.errors import FluxserveError
+from fluxserve.errors import FluxserveError, InvalidField, InvalidRequest
 from fluxserve.schema import Problem
 
 log = logging.getLogger("fluxserve.api")
@@ -44,13 +45,13 @@ def problem_response(
     title: str,
     detail: str,
     *,
-    invalid_fields: list[dict[str, Any]] | None = None,
+    invalid_fields: Sequence[InvalidField] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A problem+json response (title, detail, status[, invalid_fields])."""
     body: dict[str, Any] = {"title": title, "detail": detail, "status": status}
     if invalid_fields is not None:
-        body["invalid_fields"] = invalid_fields
+        body["invalid_fields"] = [f.to_json() for f in invalid_fields]
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=headers)
 
 
@@ -59,15 +60,10 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) if parts else "body"
 
 
-async def _fluxserve_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, FluxserveError)
-    return problem_response(exc.status, exc.title, exc.detail, invalid_fields=exc.invalid_fields, headers=exc.headers)
-
-
-async def _validation_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    fields: list[dict[str, Any]] = []
-    for err in exc.errors():
+def pydantic_invalid_fields(errors: Sequence[Any]) -> list[InvalidField]:
+    """Pydantic's (or FastAPI's) validation errors as invalid-field records naming each field."""
+    fields: list[InvalidField] = []
+    for err in errors:
         kind = str(err.get("type", "invalid"))
         field = _field_name(tuple(err.get("loc", ())))
         if kind == "json_invalid":
@@ -77,10 +73,25 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
             message = f"{field} is required"
         else:
             message = f"{field}: {err.get('msg')}"
-        fields.append({"type": kind, "field": field, "description": message})
-    detail = "".join(f"- {f['description']}\n" for f in fields)
-    title = "Invalid JSON" if any(f["type"] == "json_invalid" for f in fields) else "Invalid request"
-    return problem_response(422, title, detail, invalid_fields=fields)
+        fields.append(InvalidField(kind, field, message))
+    return fields
+
+
+def invalid_request(fields: Sequence[InvalidField]) -> InvalidRequest:
+    """The 422 for request-level ``fields``; the detail lists each description."""
+    return InvalidRequest("".join(f"- {f.description}\n" for f in fields), invalid_fields=fields)
+
+
+async def _fluxserve_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FluxserveError)
+    return problem_response(exc.status, exc.title, exc.detail, invalid_fields=exc.invalid_fields, headers=exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    error = invalid_request(pydantic_invalid_fields(exc.errors()))
+    title = "Invalid JSON" if any(f.type == "json_invalid" for f in error.invalid_fields or ()) else error.title
+    return problem_response(422, title, error.detail, invalid_fields=error.invalid_fields)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:

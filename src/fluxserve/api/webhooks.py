@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from fluxserve.api.deps import CallDep
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
-from fluxserve.webhooks import new_secret
+from fluxserve.events.webhooks import new_secret
 
 router = APIRouter(tags=["webhooks"])
 

@@ -1,5 +1,5 @@
 """Input fields and their validation: one definition per input, the validator that turns a client's
-``input`` into a predictor's keyword arguments (defaults filled in), and the invalid-field record."""
+``input`` into a predictor's keyword arguments (defaults filled in) or :class:`InvalidField` records."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fluxserve.catalog.sizes import MAX_URI_ARRAY_ITEMS
+from fluxserve.errors import InvalidField
 
 #: ``json`` takes any JSON value unchecked: for fields of a forwarded model's schema that the catalog has no
 #: type for (objects, arrays of non-URIs); the upstream validates them.
@@ -39,15 +40,6 @@ class InputField:
     def title(self) -> str:
         """Cog's title: the name with words capitalised."""
         return " ".join(w.capitalize() for w in self.name.split("_"))
-
-
-@dataclass(frozen=True)
-class InvalidField:
-    """One reason an input was refused; serialised into a 422's ``invalid_fields``."""
-
-    type: str
-    field: str
-    description: str
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fluxserve.catalog.fields import InputField, InvalidField
+from fluxserve.catalog.fields import InputField
 from fluxserve.catalog.sizes import (
     ASPECT_RATIOS,
     KONTEXT_ASPECT_RATIOS,
@@ -14,6 +14,7 @@ from fluxserve.catalog.sizes import (
     MEGAPIXELS,
     OUTPUT_FORMATS,
 )
+from fluxserve.errors import InvalidField
 
 PROMPT = InputField("prompt", "string", "Prompt for generated image", required=True)
 ASPECT_RATIO = InputField(

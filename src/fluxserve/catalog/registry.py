@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 
-from fluxserve.catalog.fields import InputField, InvalidField
+from fluxserve.catalog.fields import InputField
 from fluxserve.catalog.flux import (
     FLUX_DEV_INPUTS,
     FLUX_KONTEXT_DEV_INPUTS,
@@ -25,11 +25,11 @@ from fluxserve.catalog.flux import (
     kontext_input_errors,
 )
 from fluxserve.catalog.openapi import cog_input_schema
+from fluxserve.errors import InvalidField
 from fluxserve.schema import WebhookEvent
 
 if TYPE_CHECKING:
     from fluxserve.config import Settings
-    from fluxserve.gateway.routes import UpstreamRoute
     from fluxserve.predictors.base import Predictor
     from fluxserve.predictors.tiny import TinyKind
 
@@ -162,8 +162,6 @@ class Registry:
     def __init__(self, specs: Iterable[ModelSpec]) -> None:
         self._by_ref: dict[str, ModelSpec] = {}
         self._by_version: dict[str, ModelSpec] = {}
-        #: The forwarded models' routes from the models file, by ``owner/name``.
-        self.routes: dict[str, UpstreamRoute] = {}
         for spec in specs:
             self._by_ref[spec.ref] = spec
             self._by_version[spec.version_id] = spec
@@ -204,7 +202,10 @@ class PipelineFactory:
     weights_override: str | None = None
 
     def __call__(self, settings: Settings) -> Predictor:
-        """Import the predictor class and build it for ``settings``."""
+        """Import the predictor class and build it for ``settings`` (weights, device and go_fast options)."""
+        # Imported here, not at module level: the API process imports this module and must not load predictors.
+        from fluxserve.predictors.go_fast.options import FastOptions
+
         predictor_class = getattr(importlib.import_module(f"fluxserve.predictors.{self.module}"), self.class_name)
         weights = self.weights_override or str(getattr(settings, self.weights_setting))
         if settings.demo:
@@ -212,7 +213,9 @@ class PipelineFactory:
 
             tiny_dir = settings.demo_weights_dir / f"flux-{self.tiny_kind}"
             weights = str(build_tiny_pipeline(tiny_dir, kind=self.tiny_kind))
-        predictor: Predictor = predictor_class(weights=weights, device=settings.device)
+        predictor: Predictor = predictor_class(
+            weights=weights, device=settings.device, fast=FastOptions.from_settings(settings)
+        )
         return predictor
 
 
@@ -247,47 +250,3 @@ FLUX_KONTEXT_DEV = ModelSpec(
 )
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (FLUX_SCHNELL, FLUX_DEV, FLUX_KONTEXT_DEV)
-
-
-def _load_extra(path: str) -> list[ModelSpec]:
-    module_name, _, attr = path.partition(":")
-    if not attr:
-        raise ValueError(f"extra model {path!r} must look like 'module:attribute'")
-    value = getattr(importlib.import_module(module_name), attr)
-    specs = list(value) if isinstance(value, list | tuple) else [value]
-    for spec in specs:
-        if not isinstance(spec, ModelSpec):
-            raise TypeError(f"{path} must name a ModelSpec or a list of them, not {type(spec).__name__}")
-    return specs
-
-
-def build_registry(settings: Settings) -> Registry:
-    """The served models: the built-in FLUX models, or those the models file lists (local ones and
-    forwarded ones), plus any ``extra_models`` the settings name.
-
-    Forwarded models start *pending* (``unavailable`` set) until :func:`fluxserve.gateway.models.load_schemas`
-    has fetched their schemas from the provider.
-    """
-    specs: list[ModelSpec] = list(BUILTIN_MODELS)
-    upstream: list[UpstreamRoute] = []
-    if settings.models_file is not None:
-        from fluxserve.gateway.models import pending_spec
-        from fluxserve.gateway.routes import load_routes
-
-        builtin = {spec.ref: spec for spec in BUILTIN_MODELS}
-        routes = load_routes(settings.models_file, set(builtin))
-        specs = []
-        for local in routes.local:
-            spec = builtin[local.ref]
-            if local.weights:
-                assert isinstance(spec.predictor_factory, PipelineFactory)
-                factory = replace(spec.predictor_factory, weights_override=local.weights)
-                spec = replace(spec, predictor_factory=factory)
-            specs.append(spec)
-        upstream = list(routes.upstream)
-        specs.extend(pending_spec(route) for route in upstream)
-    for path in settings.extra_models:
-        specs.extend(_load_extra(path))
-    registry = Registry(specs)
-    registry.routes = {route.ref: route for route in upstream}
-    return registry

@@ -32,8 +32,8 @@ def settings_with(**overrides: Any) -> Settings:
 
 async def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
     """Open the store (migrating it if needed), run ``fn``, close it."""
+    from fluxserve.events.webhooks import terminal_delivery
     from fluxserve.store.store import Store
-    from fluxserve.webhooks import terminal_delivery
 
     store = Store.connect(settings.resolved_database_url(), on_terminal=terminal_delivery(settings.default_api_base()))
     try:

@@ -74,7 +74,7 @@ def pull(
     ] = None,
 ) -> None:
     """Download a model's weights from the Hugging Face Hub (progress bars on the terminal)."""
-    from fluxserve.predictors.common import HUB_ID, hf_offline, hub_reachable
+    from fluxserve.predictors.loading import HUB_ID, hf_offline, hub_reachable
 
     ref = _resolve(model)
     if ref is None:

@@ -54,19 +54,29 @@ def api_base(base_url: str) -> str:
     return base if base.endswith("/v1") else base + "/v1"
 
 
-def parse_prediction(data: Any) -> Prediction:
-    """A :class:`Prediction` from any Replicate-format server's JSON."""
+def prediction_fields(data: Any) -> dict[str, Any]:
+    """Any Replicate-format server's prediction JSON with what fluxserve always sends filled in.
+
+    ``input`` and ``logs`` default to None, and ``urls`` holds every link as a string (empty when the server
+    sent none: an empty stream URL means no stream is offered). The status is kept as sent. The gateway reads
+    its upstream's predictions through this; :func:`parse_prediction` validates the result.
+    """
     if not isinstance(data, dict):
         raise ClientError(0, "Unexpected response", f"expected a prediction object, got {type(data).__name__}")
-    data = dict(data)
-    data.setdefault("input", None)
-    data.setdefault("logs", None)
+    fields: dict[str, Any] = dict(data)
+    fields.setdefault("input", None)
+    fields.setdefault("logs", None)
+    urls = {k: v for k, v in (fields.get("urls") or {}).items() if isinstance(v, str)}
+    fields["urls"] = {"get": "", "cancel": "", "stream": "", "web": "", **urls}
+    return fields
+
+
+def parse_prediction(data: Any) -> Prediction:
+    """A :class:`Prediction` from any Replicate-format server's JSON."""
+    data = prediction_fields(data)
     # Replicate's newer "aborted" (deadline passed before start) reads as canceled, as fluxserve reports it.
     if data.get("status") not in _KNOWN_STATUSES:
         data["status"] = "canceled" if data.get("status") == "aborted" else data.get("status")
-    urls = {k: v for k, v in (data.get("urls") or {}).items() if isinstance(v, str)}
-    # An empty URL means the server sent none (an empty stream URL: no stream is offered).
-    data["urls"] = {"get": "", "cancel": "", "stream": "", "web": "", **urls}
     return Prediction.model_validate(data)
 
 

@@ -13,8 +13,8 @@ from fluxserve.events.hub import PREDICTION, EventHub
 from fluxserve.store.rows import PredictionRow
 
 if TYPE_CHECKING:
+    from fluxserve.events.webhooks import WebhookSender
     from fluxserve.metrics.prometheus import Metrics
-    from fluxserve.webhooks import WebhookSender
 
 
 class PredictionChanges:

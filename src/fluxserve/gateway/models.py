@@ -1,8 +1,8 @@
-"""Forwarded models' schemas: fetched from the provider at start, cached on disk, turned into input fields.
+"""Forwarded models' schemas: fetched from the provider at start, cached on disk, swapped into the registry.
 
-The provider's own OpenAPI document is published unchanged (so the playground and clients see the inputs the
-provider documents), and converted into :class:`InputField` s so fluxserve validates input before anything is
-forwarded: a bad request is a 422 here, not a failed prediction (and a provider charge) later.
+A forwarded model starts *pending* (:func:`~fluxserve.gateway.specs.pending_spec`); once its schema is known
+(from its ``input_schema`` file, the provider, or the disk cache when the provider is down) it becomes ready
+(:func:`~fluxserve.gateway.specs.ready_spec`). Schemas still missing are retried in the background.
 """
 
 from __future__ import annotations
@@ -15,127 +15,15 @@ from typing import Any
 
 import httpx
 
-from fluxserve.catalog.fields import InputField
-from fluxserve.catalog.registry import ModelSpec, Registry
+from fluxserve.catalog.registry import ModelSpec
 from fluxserve.gateway.routes import UpstreamRoute
+from fluxserve.gateway.served import ServedRegistry
+from fluxserve.gateway.specs import SchemaUnavailable, fields_from_openapi, pending_spec, ready_spec
 
 log = logging.getLogger("fluxserve.gateway")
 
 #: How often a process retries fetching schemas that were unavailable at start.
 SCHEMA_RETRY_SECONDS = 60.0
-_ANY_OUTPUT: dict[str, Any] = {"title": "Output"}
-
-
-class SchemaUnavailable(Exception):
-    """A forwarded model's schema could not be fetched or read; the message says from where and why."""
-
-
-def fields_from_openapi(doc: dict[str, Any]) -> tuple[InputField, ...]:
-    """The input fields of a Cog/Replicate OpenAPI document's ``Input`` schema, in ``x-order``.
-
-    Enums published as ``allOf: [{$ref}]`` (Cog's style) or inline ``enum`` become choices; ``format: uri``
-    strings and arrays of them become file inputs; types the catalog lacks become ``json`` (passed unchecked).
-    """
-    schemas = doc.get("components", {}).get("schemas", {})
-    input_schema = schemas.get("Input")
-    if not isinstance(input_schema, dict) or not isinstance(input_schema.get("properties"), dict):
-        raise SchemaUnavailable("the OpenAPI document has no components.schemas.Input with properties")
-    required = set(input_schema.get("required", []))
-    props: list[tuple[float, str, dict[str, Any]]] = []
-    for i, (name, prop) in enumerate(input_schema["properties"].items()):
-        if isinstance(prop, dict):
-            order = prop.get("x-order", i)
-            props.append((order if isinstance(order, int | float) else i, name, prop))
-    fields: list[InputField] = []
-    for _, name, prop in sorted(props, key=lambda item: item[0]):
-        resolved = _resolve(prop, schemas)
-        kwargs: dict[str, Any] = {}
-        if "default" in prop:
-            kwargs["default"] = prop["default"]
-        for bound in ("minimum", "maximum"):
-            if isinstance(resolved.get(bound), int | float) and not isinstance(resolved.get(bound), bool):
-                kwargs[bound] = resolved[bound]
-        if isinstance(resolved.get("enum"), list):
-            kwargs["choices"] = tuple(resolved["enum"])
-        fields.append(
-            InputField(
-                name=name,
-                type=_field_type(resolved),
-                description=str(prop.get("description") or ""),
-                required=name in required and "default" not in prop,
-                **kwargs,
-            )
-        )
-    return tuple(fields)
-
-
-def _resolve(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """Merge a property with what its ``allOf``/``$ref`` points at (one level, as Cog publishes enums)."""
-    merged = dict(prop)
-    refs = list(prop.get("allOf", []))
-    if "$ref" in prop:
-        refs.append({"$ref": prop["$ref"]})
-    for item in refs:
-        if isinstance(item, dict) and isinstance(item.get("$ref"), str):
-            target = schemas.get(item["$ref"].rsplit("/", 1)[-1])
-            if isinstance(target, dict):
-                merged = {**target, **{k: v for k, v in merged.items() if k not in ("allOf", "$ref")}}
-    return merged
-
-
-def _field_type(prop: dict[str, Any]) -> Any:
-    kind = prop.get("type")
-    if kind == "string":
-        return "uri" if prop.get("format") == "uri" else "string"
-    if kind in ("integer", "number", "boolean"):
-        return kind
-    if kind == "array":
-        items = prop.get("items")
-        if isinstance(items, dict) and items.get("type") == "string" and items.get("format") == "uri":
-            return "uri_array"
-    return "json"
-
-
-def pending_spec(route: UpstreamRoute, reason: str | None = None) -> ModelSpec:
-    """A forwarded model whose schema is not known yet: listed, but create answers 503 with ``reason``."""
-    owner, name = route.ref.split("/", 1)
-    return ModelSpec(
-        owner=owner,
-        name=name,
-        description=route.description or f"Forwarded to {route.provider.name}",
-        inputs=(),
-        output_schema=_ANY_OUTPUT,
-        predictor_factory=_factory(route),
-        max_concurrency=route.provider.concurrency,
-        unavailable=reason or f"{route.ref}: the input schema has not been fetched from {route.provider.name} yet.",
-        provider=route.provider.name,
-    )
-
-
-def ready_spec(route: UpstreamRoute, doc: dict[str, Any], description: str | None = None) -> ModelSpec:
-    """A forwarded model with its provider's schema: validated here, published as the provider publishes it."""
-    owner, name = route.ref.split("/", 1)
-    output = doc.get("components", {}).get("schemas", {}).get("Output", _ANY_OUTPUT)
-    return ModelSpec(
-        owner=owner,
-        name=name,
-        description=route.description or description or f"Forwarded to {route.provider.name}",
-        inputs=fields_from_openapi(doc),
-        output_schema=output if isinstance(output, dict) else _ANY_OUTPUT,
-        predictor_factory=_factory(route),
-        published_schema=doc,
-        max_concurrency=route.provider.concurrency,
-        provider=route.provider.name,
-    )
-
-
-def _factory(route: UpstreamRoute) -> Any:
-    def factory(settings: Any) -> Any:
-        from fluxserve.gateway.predictor import UpstreamPredictor
-
-        return UpstreamPredictor(route, settings)
-
-    return factory
 
 
 def cache_path(data_dir: Path, route: UpstreamRoute) -> Path:
@@ -219,7 +107,7 @@ async def load_schema(route: UpstreamRoute, data_dir: Path, client: httpx.AsyncC
     return ready_spec(route, doc, description)
 
 
-async def load_schemas(registry: Registry, data_dir: Path, *, only_pending: bool = False) -> int:
+async def load_schemas(registry: ServedRegistry, data_dir: Path, *, only_pending: bool = False) -> int:
     """Fetch every forwarded model's schema (concurrently) and swap the results into ``registry``.
 
     Returns how many forwarded models are still unavailable.
@@ -238,7 +126,7 @@ async def load_schemas(registry: Registry, data_dir: Path, *, only_pending: bool
     return sum(1 for spec in specs if spec.unavailable)
 
 
-async def retry_pending_schemas(registry: Registry, data_dir: Path) -> None:
+async def retry_pending_schemas(registry: ServedRegistry, data_dir: Path) -> None:
     """Forever: retry the schemas still unavailable, every :data:`SCHEMA_RETRY_SECONDS`."""
     while True:
         await asyncio.sleep(SCHEMA_RETRY_SECONDS)

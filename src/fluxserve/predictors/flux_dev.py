@@ -19,43 +19,14 @@ from typing import Any
 
 from fluxserve.catalog.sizes import image_size, img2img_size
 from fluxserve.predictors.base import PredictContext
-from fluxserve.predictors.common import (
-    DiffusersFluxPredictor,
-    cpu_generator,
-    dtype_kwargs,
-    flux_warmup_calls,
-    load_pipeline,
-    save_images,
-    step_callback,
-)
-from fluxserve.predictors.common import hub_reachable as _hub_reachable
-from fluxserve.predictors.images import decode_image
+from fluxserve.predictors.flux_base import DiffusersFluxPredictor, cpu_generator, flux_warmup_calls, step_callback
+from fluxserve.predictors.go_fast.options import FastOptions
+from fluxserve.predictors.images import decode_image, save_images
 
-#: The Hugging Face repo of the real weights (gated: needs an accepted license and a token).
-DEFAULT_WEIGHTS = "black-forest-labs/FLUX.1-dev"
-#: Environment variable the operator sets to a local diffusers FLUX.1-dev checkout.
-WEIGHTS_ENV = "FLUXSERVE_FLUX_DEV_WEIGHTS"
 #: dev and kontext encode prompts with T5 at 512 tokens (schnell: 256).
 T5_MAX_SEQUENCE_LENGTH = 512
 #: What cog-flux prints when go_fast meets img2img on a GPU (its fp8 path has no img2img).
 IMG2IMG_BF16_ONLY = "img2img not supported with fp8 quantization; running with bf16"
-
-
-def _how_to_provide(weights: str) -> str:
-    return (
-        "To provide weights, do one of: download them with `fluxserve pull black-forest-labs/flux-dev` "
-        f"(or `huggingface-cli download {DEFAULT_WEIGHTS}`). The repo is gated: accept the FLUX.1 [dev] license at "
-        f"https://huggingface.co/{DEFAULT_WEIGHTS} and log in with `huggingface-cli login` or set HF_TOKEN first. "
-        f"Or set {WEIGHTS_ENV} to a local directory holding a diffusers FLUX.1-dev checkout (the folder with "
-        "model_index.json); or start with --demo to use tiny random weights (noise images, for trying the API). "
-        f"Tried: {weights!r}."
-    )
-
-
-def _from_pretrained(source: str, dtype: Any, *, local_files_only: bool) -> Any:
-    from diffusers import FluxPipeline
-
-    return FluxPipeline.from_pretrained(source, local_files_only=local_files_only, **dtype_kwargs(dtype))
 
 
 def _img2img_from(pipe: Any) -> Any:
@@ -82,19 +53,15 @@ class FluxDevPredictor(DiffusersFluxPredictor):
 
     label = "FLUX.1-dev"
     fast_family = "dev"
+    pipeline_class = "FluxPipeline"
+    model_ref = "black-forest-labs/flux-dev"
+    hub_repo = "black-forest-labs/FLUX.1-dev"
+    weights_setting = "flux_dev_weights"
+    license_name = "FLUX.1 [dev]"
 
-    def __init__(self, weights: str, device: str | None = None) -> None:
-        super().__init__(weights, device)
+    def __init__(self, weights: str, device: str | None = None, fast: FastOptions | None = None) -> None:
+        super().__init__(weights, device, fast)
         self._img2img: Any = None
-
-    def _load(self, dtype: Any) -> Any:
-        # Module-level names are looked up at call time, so tests can replace them.
-        return load_pipeline(
-            self.weights,
-            from_pretrained=lambda source, local: _from_pretrained(source, dtype, local_files_only=local),
-            how_to_provide=_how_to_provide,
-            hub_reachable=_hub_reachable,
-        )
 
     def _after_load(self, pipe: Any) -> None:
         self._img2img = _img2img_from(pipe)

@@ -34,46 +34,17 @@ from typing import TYPE_CHECKING, Any
 from fluxserve.catalog.flux import kontext_input_errors
 from fluxserve.catalog.sizes import PREFERRED_KONTEXT_RESOLUTIONS, kontext_image_size, kontext_snap
 from fluxserve.predictors.base import PredictContext
-from fluxserve.predictors.common import (
-    DiffusersFluxPredictor,
-    cpu_generator,
-    dtype_kwargs,
-    load_pipeline,
-    save_images,
-    step_callback,
-)
-from fluxserve.predictors.common import hub_reachable as _hub_reachable
-from fluxserve.predictors.images import decode_image
+from fluxserve.predictors.flux_base import DiffusersFluxPredictor, cpu_generator, step_callback
+from fluxserve.predictors.images import decode_image, save_images
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-#: The Hugging Face repo of the real weights (gated: needs an accepted license and a token).
-DEFAULT_WEIGHTS = "black-forest-labs/FLUX.1-Kontext-dev"
-#: Environment variable the operator sets to a local diffusers FLUX.1-Kontext-dev checkout.
-WEIGHTS_ENV = "FLUXSERVE_FLUX_KONTEXT_DEV_WEIGHTS"
 #: cog-flux-kontext encodes prompts with T5 at 512 tokens.
 T5_MAX_SEQUENCE_LENGTH = 512
 #: Limits of the ``input_images`` composite (see the module docstring).
 COMPOSITE_MAX_HEIGHT = 1024
 COMPOSITE_MAX_WIDTH = 4096
-
-
-def _how_to_provide(weights: str) -> str:
-    return (
-        "To provide weights, do one of: download them with `fluxserve pull black-forest-labs/flux-kontext-dev` "
-        f"(or `huggingface-cli download {DEFAULT_WEIGHTS}`). The repo is gated: accept the FLUX.1 Kontext [dev] "
-        f"license at https://huggingface.co/{DEFAULT_WEIGHTS} and log in with `huggingface-cli login` or set "
-        f"HF_TOKEN first. Or set {WEIGHTS_ENV} to a local directory holding a diffusers FLUX.1-Kontext-dev checkout "
-        "(the folder with model_index.json); or start with --demo to use tiny random weights (noise images, for "
-        f"trying the API). Tried: {weights!r}."
-    )
-
-
-def _from_pretrained(source: str, dtype: Any, *, local_files_only: bool) -> Any:
-    from diffusers import FluxKontextPipeline
-
-    return FluxKontextPipeline.from_pretrained(source, local_files_only=local_files_only, **dtype_kwargs(dtype))
 
 
 def combine_input_images(images: Sequence[Image]) -> Image:
@@ -109,15 +80,11 @@ class FluxKontextPredictor(DiffusersFluxPredictor):
 
     label = "FLUX.1-Kontext-dev"
     fast_family = "kontext"
-
-    def _load(self, dtype: Any) -> Any:
-        # Module-level names are looked up at call time, so tests can replace them.
-        return load_pipeline(
-            self.weights,
-            from_pretrained=lambda source, local: _from_pretrained(source, dtype, local_files_only=local),
-            how_to_provide=_how_to_provide,
-            hub_reachable=_hub_reachable,
-        )
+    pipeline_class = "FluxKontextPipeline"
+    model_ref = "black-forest-labs/flux-kontext-dev"
+    hub_repo = "black-forest-labs/FLUX.1-Kontext-dev"
+    weights_setting = "flux_kontext_dev_weights"
+    license_name = "FLUX.1 Kontext [dev]"
 
     def _warmup_calls(self, scope: str) -> list[tuple[int, dict[str, Any]]]:
         """Each preferred resolution with a reference image of the same size (``match_input_image``, the default);

@@ -13,41 +13,11 @@ from typing import Any
 
 from fluxserve.catalog.sizes import image_size
 from fluxserve.predictors.base import PredictContext
-from fluxserve.predictors.common import (
-    DiffusersFluxPredictor,
-    cpu_generator,
-    dtype_kwargs,
-    flux_warmup_calls,
-    load_pipeline,
-    save_images,
-    step_callback,
-)
-from fluxserve.predictors.common import hub_reachable as _hub_reachable
-
-#: The Hugging Face repo of the real weights (gated: needs an accepted license and a token).
-DEFAULT_WEIGHTS = "black-forest-labs/FLUX.1-schnell"
-#: Environment variable the operator sets to a local diffusers FLUX.1-schnell checkout.
-WEIGHTS_ENV = "FLUXSERVE_FLUX_SCHNELL_WEIGHTS"
+from fluxserve.predictors.flux_base import DiffusersFluxPredictor, cpu_generator, flux_warmup_calls, step_callback
+from fluxserve.predictors.images import save_images
 
 #: Replicate's schnell encodes prompts with T5 at 256 tokens (dev and kontext use 512).
 T5_MAX_SEQUENCE_LENGTH = 256
-
-
-def _how_to_provide(weights: str) -> str:
-    return (
-        "To provide weights, do one of: download them with "
-        f"`fluxserve pull black-forest-labs/flux-schnell` or `huggingface-cli download {DEFAULT_WEIGHTS}` "
-        "(the repo is gated: accept its license on huggingface.co and log in with `huggingface-cli login` or set "
-        f"HF_TOKEN); or set {WEIGHTS_ENV} to a local directory holding a diffusers FLUX.1-schnell checkout "
-        "(the folder with model_index.json); or start with --demo to use tiny random weights "
-        f"(noise images, for trying the API). Tried: {weights!r}."
-    )
-
-
-def _from_pretrained(source: str, dtype: Any, *, local_files_only: bool) -> Any:
-    from diffusers import FluxPipeline
-
-    return FluxPipeline.from_pretrained(source, local_files_only=local_files_only, **dtype_kwargs(dtype))
 
 
 class FluxSchnellPredictor(DiffusersFluxPredictor):
@@ -60,15 +30,15 @@ class FluxSchnellPredictor(DiffusersFluxPredictor):
 
     label = "FLUX.1-schnell"
     fast_family = "schnell"
-
-    def _load(self, dtype: Any) -> Any:
-        # Module-level names are looked up at call time, so tests can replace them.
-        return load_pipeline(
-            self.weights,
-            from_pretrained=lambda source, local: _from_pretrained(source, dtype, local_files_only=local),
-            how_to_provide=_how_to_provide,
-            hub_reachable=_hub_reachable,
-        )
+    pipeline_class = "FluxPipeline"
+    model_ref = "black-forest-labs/flux-schnell"
+    hub_repo = "black-forest-labs/FLUX.1-schnell"
+    weights_setting = "flux_schnell_weights"
+    # schnell's help words the gated repo in one parenthesis and names no license: kept as users have seen it.
+    download_help = (
+        "download them with `fluxserve pull {model}` or `huggingface-cli download {repo}` (the repo is gated: "
+        "accept its license on huggingface.co and log in with `huggingface-cli login` or set HF_TOKEN); or"
+    )
 
     def _warmup_calls(self, scope: str) -> list[tuple[int, dict[str, Any]]]:
         return flux_warmup_calls(scope, guidance=0.0, max_sequence_length=T5_MAX_SEQUENCE_LENGTH)

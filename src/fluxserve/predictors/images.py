@@ -1,4 +1,4 @@
-"""Image inputs: the bytes a client sent, checked and decoded into an RGB :class:`PIL.Image.Image`.
+"""Images in and out: inputs checked and decoded into RGB :class:`PIL.Image.Image`, outputs encoded to files.
 
 The worker fetches every ``uri`` / ``uri_array`` input before a predictor runs and hands over the raw file
 content (``bytes``, or ``list[bytes]``); predictors decode it here. Only PNG, JPEG, WEBP and GIF are accepted
@@ -7,16 +7,23 @@ content type. The size is checked from the header before any pixel is decoded, s
 huge dimensions is refused without allocating its pixels. Every failure is an :class:`ImageInputError` whose
 message starts with the input's name, e.g. ``input_image: not a PNG, JPEG, WEBP or GIF image``.
 
+Outputs are encoded by :func:`save_images` (WEBP, JPEG or PNG; several images in parallel, since Pillow
+releases the GIL while encoding).
+
 Pillow only, no torch: :func:`sniff_image` is cheap enough for the API to call while creating a prediction.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fluxserve.formats import IMAGE_FORMATS
 
@@ -25,6 +32,10 @@ if TYPE_CHECKING:
 
 #: Largest accepted image, in pixels (4096 × 4096). Decoded RGBA at this size is 64 MiB.
 MAX_IMAGE_PIXELS = 4096 * 4096
+#: libwebp effort 0-6 (Pillow's default is 4). Measured at q80 on 1024² images, 2 CPU cores:
+#: photos 24/36/80 ms and 163/134/128 KiB for methods 0/2/4; noise 41/60/112 ms. Method 2 halves the
+#: encode time of the default for ~5% more bytes; method 0 saves another ~12 ms but adds ~25% bytes.
+WEBP_METHOD = 2
 
 
 _NOT_AN_IMAGE = "not a PNG, JPEG, WEBP or GIF image"
@@ -126,3 +137,32 @@ def _reason(exc: BaseException) -> str:
     if len(text) > 200:
         text = text[:197] + "..."
     return text or type(exc).__name__
+
+
+# --- outputs ---------------------------------------------------------------------------------------------------
+
+
+def save_images(images: Sequence[Any], paths: Sequence[Path], fmt: str, quality: int) -> None:
+    """Encode PIL ``images`` to ``paths`` as ``fmt`` ("webp", "jpg" or "png") at ``quality``, in parallel."""
+    save = _saver(fmt, quality)
+    if len(images) == 1:
+        save(images[0], paths[0])
+        return
+    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1)) as pool:  # Pillow drops the GIL
+        list(pool.map(save, images, paths))
+
+
+def _saver(fmt: str, quality: int) -> Callable[[Any, Path], None]:
+    pil_format = IMAGE_FORMATS[fmt].pil
+    options: dict[str, Any]
+    if pil_format == "WEBP":
+        options = {"quality": quality, "method": WEBP_METHOD}
+    elif pil_format == "JPEG":
+        options = {"quality": quality, "optimize": True}
+    else:
+        options = {}
+
+    def save(image: Any, path: Path) -> None:
+        image.save(path, format=pil_format, **options)
+
+    return save

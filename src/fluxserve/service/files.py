@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fluxserve.errors import InvalidRequest, NotFound, PayloadTooLarge
+from fluxserve.errors import InvalidField, InvalidRequest, NotFound, PayloadTooLarge
 from fluxserve.schema import utcnow
 from fluxserve.service.predictions import new_prediction_id
 from fluxserve.storage import BlobStore
@@ -82,9 +82,7 @@ class FileService:
         if cursor:
             row = await self.store.get_file(cursor, key.id, now=utcnow())
             if row is None:
-                raise InvalidRequest(
-                    "cursor is not valid", invalid_fields=[{"type": "invalid", "field": "cursor", "description": "bad"}]
-                )
+                raise InvalidRequest("cursor is not valid", invalid_fields=[InvalidField("invalid", "cursor", "bad")])
             before = (row.created_at, row.id)
         rows = await self.store.list_files(key.id, now=utcnow(), limit=PAGE_SIZE + 1, before=before)
         more = len(rows) > PAGE_SIZE

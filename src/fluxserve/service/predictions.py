@@ -20,6 +20,7 @@ from fluxserve.catalog.registry import ModelSpec, Registry
 from fluxserve.errors import (
     Forbidden,
     InputValidationFailed,
+    InvalidField,
     InvalidRequest,
     InvalidVersion,
     NotFound,
@@ -75,7 +76,7 @@ def _decode_cursor(cursor: str) -> tuple[str, datetime, str]:
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest(
             "cursor is not valid: pass the next or previous URL of a page as it is",
-            invalid_fields=[{"type": "invalid", "field": "cursor", "description": "malformed cursor"}],
+            invalid_fields=[InvalidField("invalid", "cursor", "malformed cursor")],
         ) from exc
 
 
@@ -106,12 +107,12 @@ def deadline_from_header(value: str | None, created_at: datetime) -> datetime | 
     except ValueError as exc:
         raise InvalidRequest(
             f"Cancel-After: {exc}",
-            invalid_fields=[{"type": "format", "field": "Cancel-After", "description": str(exc)}],
+            invalid_fields=[InvalidField("format", "Cancel-After", str(exc))],
         ) from exc
     if seconds <= 0:
         raise InvalidRequest(
             "Cancel-After must be a positive duration",
-            invalid_fields=[{"type": "format", "field": "Cancel-After", "description": "must be positive"}],
+            invalid_fields=[InvalidField("format", "Cancel-After", "must be positive")],
         )
     return created_at + timedelta(seconds=seconds)
 
@@ -123,7 +124,7 @@ def _check_webhook(url: str | None) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidRequest(
             f"webhook must be an absolute http(s) URL, got {url!r}",
-            invalid_fields=[{"type": "format", "field": "webhook", "description": "must be an http(s) URL"}],
+            invalid_fields=[InvalidField("format", "webhook", "must be an http(s) URL")],
         )
 
 
@@ -234,18 +235,10 @@ class PredictionService:
         if not validation.errors and spec.input_check is not None:
             validation.errors.extend(spec.input_check(validation.values))
         if validation.errors:
-            lines = "".join(f"- {e.field}: {e.description}\n" for e in validation.errors)
-            raise InputValidationFailed(
-                lines,
-                invalid_fields=[
-                    {"type": e.type, "field": e.field, "description": e.description} for e in validation.errors
-                ],
-            )
+            raise InputValidationFailed.of(validation.errors)
         file_errors = await self._check_file_inputs(spec, key, validation.values)
         if file_errors:
-            raise InputValidationFailed(
-                "".join(f"- {e['field']}: {e['description']}\n" for e in file_errors), invalid_fields=file_errors
-            )
+            raise InputValidationFailed.of(file_errors)
         _check_webhook(request.webhook)
         if self.queue_cap and await self.store.queued_count(spec.ref) >= self.queue_cap:
             # Answer now rather than queue forever; clients retry after Retry-After.
@@ -298,9 +291,9 @@ class PredictionService:
             self.on_created(spec.ref)
         self.hub.publish(WORK, spec.ref)
 
-    async def _check_file_inputs(self, spec: ModelSpec, key: KeyRow, values: dict[str, Any]) -> list[dict[str, str]]:
+    async def _check_file_inputs(self, spec: ModelSpec, key: KeyRow, values: dict[str, Any]) -> list[InvalidField]:
         """What can be checked about file inputs without fetching anything (the rest fails the prediction)."""
-        errors: list[dict[str, str]] = []
+        errors: list[InvalidField] = []
         for field in spec.inputs:
             value = values.get(field.name)
             if field.type not in ("uri", "uri_array") or value is None:
@@ -319,7 +312,7 @@ class PredictionService:
                     elif isinstance(ref, OwnFile) and not await self.store.get_file(ref.file_id, key.id, now=utcnow()):
                         raise InputURIError(f"{name}: file {ref.file_id} does not exist, has expired or is not yours")
                 except InputURIError as exc:
-                    errors.append({"type": "invalid_file", "field": f"input.{name}", "description": str(exc)})
+                    errors.append(InvalidField("invalid_file", f"input.{name}", str(exc)))
         return errors
 
     # --- read -----------------------------------------------------------------------------------------

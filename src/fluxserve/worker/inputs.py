@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 
 from fluxserve.catalog.registry import ModelSpec
-from fluxserve.net.guard import UnsafeURL, check_url
+from fluxserve.net.fetch import ResponseTooLarge, fetch_capped
+from fluxserve.net.guard import UnsafeURL
 from fluxserve.net.uris import InputURIError, OwnFile, OwnOutput, decode_data_uri, own_reference
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, read_blob
@@ -76,23 +77,13 @@ class InputResolver:
 
     async def _download(self, field: str, url: str) -> bytes:
         try:
-            check_url(url)
-            async with asyncio.timeout(self.timeout), self.client.stream("GET", url) as response:
-                if not response.is_success:
-                    raise InputURIError(f"{field}: fetching {url} answered HTTP {response.status_code}")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self.limit:
-                    raise InputURIError(f"{field}: {url} is larger than the {self.limit}-byte limit")
-                parts: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.limit:
-                        raise InputURIError(f"{field}: {url} is larger than the {self.limit}-byte limit")
-                    parts.append(chunk)
-                return b"".join(parts)
+            return await fetch_capped(self.client, url, limit=self.limit, time_limit=self.timeout)
         except UnsafeURL as exc:
             raise InputURIError(f"{field}: {url} is not allowed ({exc})") from exc
+        except ResponseTooLarge as exc:
+            raise InputURIError(f"{field}: {url} is larger than the {self.limit}-byte limit") from exc
+        except httpx.HTTPStatusError as exc:
+            raise InputURIError(f"{field}: fetching {url} answered HTTP {exc.response.status_code}") from exc
         except httpx.TooManyRedirects as exc:
             raise InputURIError(f"{field}: {url} redirects too many times") from exc
         except TimeoutError as exc:

@@ -23,6 +23,7 @@ from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
 from fluxserve.events.changes import PredictionChanges
 from fluxserve.events.hub import ANY, OPERATOR, WORK, EventHub
+from fluxserve.events.webhooks import WebhookSender
 from fluxserve.lifecycle import RESTART_ERROR, RESUME_NOTE, queue_line
 from fluxserve.metrics.prometheus import Metrics
 from fluxserve.modelstate import summarize
@@ -31,7 +32,6 @@ from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
-from fluxserve.webhooks import WebhookSender
 from fluxserve.worker.inputs import InputResolver
 from fluxserve.worker.models import ModelManager
 from fluxserve.worker.runner import PredictionRun, RunEnv

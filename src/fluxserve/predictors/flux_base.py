@@ -1,8 +1,9 @@
-"""What the diffusers FLUX predictors share: loading weights, device placement, seeds, progress and encoding.
+"""The base of the diffusers FLUX predictors: loading, device placement, residency, go_fast, seeds and progress.
 
 Behaviour follows Replicate's cog-flux where users can see it (``reference/flux-models.md`` §2): the seed rule
-and its ``Using seed:`` line, CUDA in bfloat16 with model offload below 48 GiB, ``out-{i}.{fmt}`` files. torch
-and diffusers are imported inside functions only, so importing this module never imports torch.
+and its ``Using seed:`` line, CUDA in bfloat16 with model offload below 48 GiB. A subclass names its pipeline
+class and weights in class attributes (:class:`DiffusersFluxPredictor`) and adds ``predict``. torch and
+diffusers are imported inside functions only, so importing this module never imports torch.
 """
 
 from __future__ import annotations
@@ -10,122 +11,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import socket
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 from fluxserve.catalog.sizes import ASPECT_RATIOS, MEGAPIXELS, image_size
-from fluxserve.formats import IMAGE_FORMATS
-from fluxserve.predictors.base import PredictContext, WeightsUnavailable, summarize
-from fluxserve.predictors.fast import FastOptions, FastPath
+from fluxserve.predictors import loading
+from fluxserve.predictors.base import PredictContext, summarize
+from fluxserve.predictors.go_fast.options import FastOptions
+from fluxserve.predictors.go_fast.path import FastPath
 
 logger = logging.getLogger(__name__)
 
 #: cog-flux offloads models to the CPU on GPUs with less memory than this.
 OFFLOAD_BELOW_BYTES = 48 * 1024**3
-#: libwebp effort 0-6 (Pillow's default is 4). Measured at q80 on 1024² images, 2 CPU cores:
-#: photos 24/36/80 ms and 163/134/128 KiB for methods 0/2/4; noise 41/60/112 ms. Method 2 halves the
-#: encode time of the default for ~5% more bytes; method 0 saves another ~12 ms but adds ~25% bytes.
-WEBP_METHOD = 2
-#: Seconds to wait for a TCP connection to the Hub before deciding there is no network.
-HUB_PROBE_TIMEOUT_S = 3.0
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-#: ``from_pretrained(source, local_files_only)``: loads a pipeline from a directory or a hub id.
-PipelineLoader = Callable[[str, bool], Any]
-
-
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the Hub endpoint opens within ``timeout`` seconds.
-
-    Behind a proxy we cannot tell, so we assume yes and let huggingface_hub's own timeouts apply.
-    """
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def hf_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` asks huggingface_hub never to touch the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def dtype_kwargs(dtype: Any) -> dict[str, Any]:
-    """``{"dtype": dtype}`` for diffusers ≥ 0.42 (which renamed it; the old name warns), else ``torch_dtype``."""
-    import diffusers
-
-    major, minor = (int(p) for p in re.findall(r"\d+", diffusers.__version__)[:2])
-    return {"dtype" if (major, minor) >= (0, 42) else "torch_dtype": dtype}
-
-
-def load_pipeline(
-    weights: str,
-    *,
-    from_pretrained: PipelineLoader,
-    how_to_provide: Callable[[str], str],
-    hub_reachable: Callable[[], bool],
-) -> Any:
-    """Load a pipeline from a local diffusers directory or a hub id, failing fast with an actionable message.
-
-    A hub id is tried in the local Hugging Face cache first (no network, milliseconds); it is downloaded only
-    when ``HF_HUB_OFFLINE`` is unset and the Hub answers. Every failure raises :class:`WeightsUnavailable` whose
-    message ends with ``how_to_provide(weights)``.
-    """
-    local = Path(weights).expanduser()
-    if local.is_dir():
-        if not (local / "model_index.json").is_file():
-            raise WeightsUnavailable(
-                f"{local} is not a diffusers pipeline checkout (it has no model_index.json). " + how_to_provide(weights)
-            )
-        try:
-            return from_pretrained(str(local), True)
-        except Exception as exc:
-            raise WeightsUnavailable(
-                f"Could not load a FLUX pipeline from {local} ({summarize(exc)}). " + how_to_provide(weights)
-            ) from exc
-    if local.exists() or not HUB_ID.match(weights) or weights.startswith((".", "~")):
-        raise WeightsUnavailable(f"Weights directory {weights!r} does not exist. " + how_to_provide(weights))
-
-    try:
-        return from_pretrained(weights, True)
-    except Exception as cached_exc:
-        cache_error = summarize(cached_exc)
-    no_dir = f" There is no local directory {weights!r} either." if "/" in weights else ""
-    if hf_offline():
-        raise WeightsUnavailable(
-            f"{weights} is not in the Hugging Face cache and HF_HUB_OFFLINE is set ({cache_error})."
-            + no_dir
-            + " "
-            + how_to_provide(weights)
-        )
-    if not hub_reachable():
-        raise WeightsUnavailable(
-            f"{weights} is not in the Hugging Face cache and the Hub cannot be reached (no network?)."
-            + no_dir
-            + " "
-            + how_to_provide(weights)
-        )
-    logger.info("%s is not cached; downloading it from the Hugging Face Hub", weights)
-    try:
-        return from_pretrained(weights, False)
-    except Exception as exc:
-        raise WeightsUnavailable(
-            f"Could not load {weights} from the Hugging Face Hub ({summarize(exc)}). " + how_to_provide(weights)
-        ) from exc
 
 
 def pick_seed(seed: int | None) -> int:
@@ -135,55 +34,64 @@ def pick_seed(seed: int | None) -> int:
     return seed
 
 
-def save_images(images: Sequence[Any], paths: Sequence[Path], fmt: str, quality: int) -> None:
-    """Encode PIL ``images`` to ``paths`` as ``fmt`` ("webp", "jpg" or "png") at ``quality``, in parallel."""
-    save = _saver(fmt, quality)
-    if len(images) == 1:
-        save(images[0], paths[0])
-        return
-    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1)) as pool:  # Pillow drops the GIL
-        list(pool.map(save, images, paths))
+def cpu_generator(seed: int) -> Any:
+    """A seeded CPU ``torch.Generator``: the noise, and so the image, is the same for a seed on every device."""
+    import torch
 
-
-def _saver(fmt: str, quality: int) -> Callable[[Any, Path], None]:
-    pil_format = IMAGE_FORMATS[fmt].pil
-    options: dict[str, Any]
-    if pil_format == "WEBP":
-        options = {"quality": quality, "method": WEBP_METHOD}
-    elif pil_format == "JPEG":
-        options = {"quality": quality, "optimize": True}
-    else:
-        options = {}
-
-    def save(image: Any, path: Path) -> None:
-        image.save(path, format=pil_format, **options)
-
-    return save
+    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 class DiffusersFluxPredictor:
-    """The setup and per-prediction chores shared by the FLUX predictors; subclasses add ``_load`` and ``predict``.
+    """The setup and per-prediction chores shared by the FLUX predictors; subclasses add ``predict``.
 
     ``weights`` is a Hugging Face repo id or a local diffusers checkout. ``device`` defaults to ``cuda`` when
     available, else ``cpu``; CUDA runs in bfloat16 (offloading models to the CPU below 48 GiB of GPU memory, as
-    cog-flux does), the CPU in float32.
+    cog-flux does), the CPU in float32. ``fast`` says how go_fast is built (the registry passes
+    :meth:`FastOptions.from_settings`; default :class:`FastOptions` ``()``).
     """
 
-    #: Shown in logs, e.g. "FLUX.1-dev".
+    #: Shown in logs and in the weights help, e.g. "FLUX.1-dev" (the name of its diffusers checkout).
     label: ClassVar[str] = "FLUX.1"
-    #: Which :data:`~fluxserve.predictors.fast.DEFAULT_STEPS` entry go_fast uses.
+    #: Which :data:`~fluxserve.predictors.go_fast.options.DEFAULT_STEPS` entry go_fast uses.
     fast_family: ClassVar[str] = "schnell"
+    #: The diffusers pipeline class the weights load as (imported only when loading).
+    pipeline_class: ClassVar[str] = "FluxPipeline"
+    #: The model's ``owner/name``, as ``fluxserve pull`` takes it.
+    model_ref: ClassVar[str] = ""
+    #: The Hugging Face repo of the real weights (gated: needs an accepted license and a token).
+    hub_repo: ClassVar[str] = ""
+    #: The :class:`~fluxserve.config.Settings` field naming the weights (read from ``FLUXSERVE_<FIELD>``).
+    weights_setting: ClassVar[str] = ""
+    #: The license to accept on the Hub, as the weights help names it.
+    license_name: ClassVar[str] = ""
+    #: The first way to get the weights in the weights help, up to "set <weights env> ..."; ``{model}``,
+    #: ``{repo}`` and ``{license}`` are filled in from the attributes above.
+    download_help: ClassVar[str] = (
+        "download them with `fluxserve pull {model}` (or `huggingface-cli download {repo}`). The repo is gated: "
+        "accept the {license} license at https://huggingface.co/{repo} and log in with `huggingface-cli login` or "
+        "set HF_TOKEN first. Or"
+    )
 
-    def __init__(self, weights: str, device: str | None = None) -> None:
+    def __init__(self, weights: str, device: str | None = None, fast: FastOptions | None = None) -> None:
         self.weights = weights
         self.requested_device = device
         self.device: str = device or "cpu"
         self.dtype_name: str = "float32"
         self.offloaded = False
-        #: How go_fast is built; None: :meth:`FastOptions.from_env` at setup.
-        self.fast_options: FastOptions | None = None
+        #: How go_fast is built at setup.
+        self.fast_options: FastOptions = fast if fast is not None else FastOptions()
         self._pipe: Any = None
         self._fast: FastPath | None = None
+
+    @property
+    def weights_env(self) -> str:
+        """The environment variable an operator sets to this model's weights."""
+        return f"FLUXSERVE_{self.weights_setting.upper()}"
+
+    def how_to_provide(self, weights: str) -> str:
+        """What to do when ``weights`` cannot be loaded (the end of every :class:`WeightsUnavailable` message)."""
+        download = self.download_help.format(model=self.model_ref, repo=self.hub_repo, license=self.license_name)
+        return loading.how_to_provide(weights, download=download, weights_env=self.weights_env, checkout=self.label)
 
     def setup(self) -> None:
         """Load the pipeline; raise :class:`WeightsUnavailable` (fast, without a network) if we cannot."""
@@ -218,6 +126,15 @@ class DiffusersFluxPredictor:
         )
         self._setup_fast(pipe)
 
+    def _load(self, dtype: Any) -> Any:
+        """Return the loaded (not yet placed) :attr:`pipeline_class` pipeline in ``dtype``."""
+        return loading.load_pipeline(
+            self.weights, pipeline_class=self.pipeline_class, dtype=dtype, help_text=self.how_to_provide(self.weights)
+        )
+
+    def _after_load(self, pipe: Any) -> None:
+        """Hook for pipelines built from the loaded one (they share its modules, so placement carries over)."""
+
     # --- residency (see fluxserve.worker.models) ---------------------------------------------------
 
     def _pipes(self) -> list[Any]:
@@ -250,13 +167,15 @@ class DiffusersFluxPredictor:
 
         to_device(self._pipes(), self.device)
 
-    def _setup_fast(self, pipe: Any) -> None:
-        """Build the go_fast pipeline (see :mod:`fluxserve.predictors.fast`) and, on a GPU, warm up its shapes."""
-        from fluxserve.predictors import fast
+    # --- go_fast -----------------------------------------------------------------------------------
 
-        options = self.fast_options or FastOptions.from_env()  # a bad setting fails setup, with its name
+    def _setup_fast(self, pipe: Any) -> None:
+        """Build the go_fast pipeline (see :mod:`fluxserve.predictors.go_fast`) and, on a GPU, warm up its shapes."""
+        from fluxserve.predictors.go_fast.steps import prepare
+
+        options = self.fast_options
         try:
-            self._fast = fast.prepare(
+            self._fast = prepare(
                 pipe, family=self.fast_family, on_cuda=self.on_cuda, offloaded=self.offloaded, options=options
             )
         except Exception as exc:
@@ -291,19 +210,14 @@ class DiffusersFluxPredictor:
             return self._fast.pipe, self._fast.call(steps)
         return pipe, contextlib.nullcontext()
 
+    # --- per prediction ----------------------------------------------------------------------------
+
     @property
     def on_cuda(self) -> bool:
         """Whether the predictor runs on a CUDA device."""
         import torch
 
         return torch.device(self.device).type == "cuda"
-
-    def _load(self, dtype: Any) -> Any:
-        """Return the loaded (not yet placed) pipeline in ``dtype``."""
-        raise NotImplementedError
-
-    def _after_load(self, pipe: Any) -> None:
-        """Hook for pipelines built from the loaded one (they share its modules, so placement carries over)."""
 
     def _require_setup(self) -> Any:
         if self._pipe is None:
@@ -370,10 +284,3 @@ def _warmup_kwargs(width: int, height: int, batch: int, guidance: float, max_seq
         "max_sequence_length": max_sequence_length,
         "output_type": "pil",
     }
-
-
-def cpu_generator(seed: int) -> Any:
-    """A seeded CPU ``torch.Generator``: the noise, and so the image, is the same for a seed on every device."""
-    import torch
-
-    return torch.Generator(device="cpu").manual_seed(seed)
