@@ -9,7 +9,8 @@ import pytest
 from fluxserve.api.predictions import parse_prefer_wait
 from fluxserve.errors import InvalidRequest
 from fluxserve.lifecycle import Status
-from fluxserve.service.predictions import _decode_cursor, new_prediction_id
+from fluxserve.service.params import decode_cursor
+from fluxserve.service.predictions import new_prediction_id
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_ids_are_26_lowercase_base32() -> None:
 
 def test_bad_cursor_is_invalid_request() -> None:
     with pytest.raises(InvalidRequest):
-        _decode_cursor("not-a-cursor")
+        decode_cursor("not-a-cursor")
 
 
 def test_status_machine() -> None:

@@ -194,6 +194,7 @@ def test_hundred_queued_predictions_survive_a_full_restart(cluster: Cluster) -> 
         assert set(statuses.values()) == {"succeeded"}
 
 
+@pytest.mark.serial
 def test_database_restart_mid_run(cluster: Cluster) -> None:
     if shutil.which("pg_ctlcluster") is None:
         pytest.skip("pg_ctlcluster is not available to restart PostgreSQL")

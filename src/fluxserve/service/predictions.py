@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from fluxserve.catalog.fields import validate_input
 from fluxserve.catalog.registry import ModelSpec, Registry
@@ -21,7 +17,6 @@ from fluxserve.errors import (
     Forbidden,
     InputValidationFailed,
     InvalidField,
-    InvalidRequest,
     InvalidVersion,
     NotFound,
     ServiceUnavailable,
@@ -34,6 +29,7 @@ from fluxserve.net.uris import InputURIError, OwnFile, check_uri_syntax, decode_
 from fluxserve.predictors.images import sniff_image
 from fluxserve.refs import parse_model_ref
 from fluxserve.schema import PredictionRequest, utcnow
+from fluxserve.service.params import Page, check_webhook, deadline_from_header, decode_cursor, encode_cursor
 from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow, WorkerRow
 from fluxserve.store.store import Store
 
@@ -50,82 +46,6 @@ CANCEL_SETTLE_SECONDS = 1.0
 def new_prediction_id() -> str:
     """26 lower-case base32 characters from 128 random bits (Cog's recipe)."""
     return base64.b32encode(uuid.uuid4().bytes).decode().lower().rstrip("=")
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a key's predictions, with the cursors of its neighbours."""
-
-    results: list[PredictionRow]
-    next_cursor: str | None
-    previous_cursor: str | None
-
-
-def _encode_cursor(direction: str, row: PredictionRow) -> str:
-    raw = f"{direction}|{row.created_at.isoformat()}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        direction, ts, pid = raw.split("|")
-        if direction not in ("n", "p"):
-            raise ValueError(direction)
-        return direction, datetime.fromisoformat(ts), pid
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidRequest(
-            "cursor is not valid: pass the next or previous URL of a page as it is",
-            invalid_fields=[InvalidField("invalid", "cursor", "malformed cursor")],
-        ) from exc
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go-style duration (``30s``, ``5m``, ``1h30m``, ``1.5h``); ValueError if malformed."""
-    text = text.strip()
-    position, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            break
-        total += float(match[1]) * _DURATION_UNITS[match[2]]
-        position = match.end()
-    if not text or position != len(text):
-        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
-    return total
-
-
-def deadline_from_header(value: str | None, created_at: datetime) -> datetime | None:
-    """The ``deadline`` a ``Cancel-After`` header sets; 422 naming the header if it is malformed."""
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"Cancel-After: {exc}",
-            invalid_fields=[InvalidField("format", "Cancel-After", str(exc))],
-        ) from exc
-    if seconds <= 0:
-        raise InvalidRequest(
-            "Cancel-After must be a positive duration",
-            invalid_fields=[InvalidField("format", "Cancel-After", "must be positive")],
-        )
-    return created_at + timedelta(seconds=seconds)
-
-
-def _check_webhook(url: str | None) -> None:
-    if url is None:
-        return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidRequest(
-            f"webhook must be an absolute http(s) URL, got {url!r}",
-            invalid_fields=[InvalidField("format", "webhook", "must be an http(s) URL")],
-        )
 
 
 class PredictionService:
@@ -239,7 +159,7 @@ class PredictionService:
         file_errors = await self._check_file_inputs(spec, key, validation.values)
         if file_errors:
             raise InputValidationFailed.of(file_errors)
-        _check_webhook(request.webhook)
+        check_webhook(request.webhook)
         if self.queue_cap and await self.store.queued_count(spec.ref) >= self.queue_cap:
             # Answer now rather than queue forever; clients retry after Retry-After.
             raise TooManyRequests(
@@ -347,7 +267,7 @@ class PredictionService:
         """A page of the key's predictions, newest first, 100 a page."""
         before = after = None
         if cursor:
-            direction, ts, pid = _decode_cursor(cursor)
+            direction, ts, pid = decode_cursor(cursor)
             if direction == "n":
                 before = (ts, pid)
             else:
@@ -364,12 +284,12 @@ class PredictionService:
         if after is not None:
             # Walking back towards newer rows: the extra row sits at the new (top) end.
             rows = rows[1:] if more else rows
-            next_cursor = _encode_cursor("n", rows[-1]) if rows else None
-            previous_cursor = _encode_cursor("p", rows[0]) if more and rows else None
+            next_cursor = encode_cursor("n", rows[-1]) if rows else None
+            previous_cursor = encode_cursor("p", rows[0]) if more and rows else None
         else:
             rows = rows[:PAGE_SIZE]
-            next_cursor = _encode_cursor("n", rows[-1]) if more else None
-            previous_cursor = _encode_cursor("p", rows[0]) if before is not None and rows else None
+            next_cursor = encode_cursor("n", rows[-1]) if more else None
+            previous_cursor = encode_cursor("p", rows[0]) if before is not None and rows else None
         return Page(rows, next_cursor, previous_cursor)
 
     async def usage(

@@ -1,0 +1,93 @@
+"""What the service reads from a request besides the input: list cursors, ``Cancel-After`` durations and
+webhook URLs; each malformed value is a 422 naming it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from fluxserve.errors import InvalidField, InvalidRequest
+from fluxserve.store.rows import PredictionRow
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a key's predictions, with the cursors of its neighbours."""
+
+    results: list[PredictionRow]
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+def encode_cursor(direction: str, row: PredictionRow) -> str:
+    """An opaque cursor for the page after (``n``) or before (``p``) ``row``."""
+    raw = f"{direction}|{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, datetime, str]:
+    """(direction, created_at, id) of a cursor made by :func:`encode_cursor`; 422 if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        direction, ts, pid = raw.split("|")
+        if direction not in ("n", "p"):
+            raise ValueError(direction)
+        return direction, datetime.fromisoformat(ts), pid
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest(
+            "cursor is not valid: pass the next or previous URL of a page as it is",
+            invalid_fields=[InvalidField("invalid", "cursor", "malformed cursor")],
+        ) from exc
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration (``30s``, ``5m``, ``1h30m``, ``1.5h``); ValueError if malformed."""
+    text = text.strip()
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match[1]) * _DURATION_UNITS[match[2]]
+        position = match.end()
+    if not text or position != len(text):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
+    return total
+
+
+def deadline_from_header(value: str | None, created_at: datetime) -> datetime | None:
+    """The ``deadline`` a ``Cancel-After`` header sets; 422 naming the header if it is malformed."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"Cancel-After: {exc}",
+            invalid_fields=[InvalidField("format", "Cancel-After", str(exc))],
+        ) from exc
+    if seconds <= 0:
+        raise InvalidRequest(
+            "Cancel-After must be a positive duration",
+            invalid_fields=[InvalidField("format", "Cancel-After", "must be positive")],
+        )
+    return created_at + timedelta(seconds=seconds)
+
+
+def check_webhook(url: str | None) -> None:
+    """422 unless ``url`` is absent or an absolute http(s) URL (where it may point is checked when sending)."""
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequest(
+            f"webhook must be an absolute http(s) URL, got {url!r}",
+            invalid_fields=[InvalidField("format", "webhook", "must be an http(s) URL")],
+        )
