@@ -107,11 +107,16 @@ class InProcess:
         """``Authorization`` header for ``token`` (default: this instance's key)."""
         return {"Authorization": f"Bearer {token or self.token}"}
 
-    async def wait_for(self, prediction_id: str, timeout: float = 20, until: Any = None) -> dict[str, Any]:
+    def client_with(self, token: str | None) -> httpx.AsyncClient:
+        """A new ASGI client on the same app sending ``token`` (None: no ``Authorization`` header at all)."""
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test", headers=headers)
+
+    async def wait_for(self, prediction_id: str, seconds: float = 20, until: Any = None) -> dict[str, Any]:
         """Poll ``GET /v1/predictions/{id}`` over ASGI until ``until(body)`` (default: a terminal status)."""
         done = until or (lambda p: p["status"] in TERMINAL)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + seconds
         while True:
             response = await self.client.get(f"/v1/predictions/{prediction_id}")
             assert response.status_code == 200, response.text

@@ -126,6 +126,9 @@ def test_ctrl_c_cancels_the_prediction(server: Server) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test runner's worker process (pytest-xdist) may ignore SIGINT, and a child
+        # inherits an ignored signal, so Python would never install its KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stderr is not None
     seen = ""

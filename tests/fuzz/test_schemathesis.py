@@ -62,6 +62,8 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
+# The last test checks how many cases all the others ran, so the module runs alone, in one process.
+pytestmark = pytest.mark.serial
 CASES: Counter[str] = Counter()
 STATUSES: Counter[int] = Counter()
 STARTED = time.monotonic()

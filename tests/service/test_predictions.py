@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -93,7 +92,10 @@ async def test_list_pages_by_key(fs: InProcess, monkeypatch: pytest.MonkeyPatch)
     key, _token = await fs.new_key("lister")
     other, _ = await fs.new_key("other")
     spec = fs.service.model("fluxserve-fixtures", "slow-steps")
-    created = [(await fs.service.create(key, spec, "hidden", _request(steps=1))).id for _ in range(5)]
+    rows = [await fs.service.create(key, spec, "hidden", _request(steps=1)) for _ in range(5)]
+    created = [r.id for r in rows]
+    # The store's order: newest first, ties on created_at broken by id.
+    newest_first = [r.id for r in sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)]
     foreign = await fs.service.create(other, spec, "hidden", _request(steps=1))
     seen: list[str] = []
     page = await fs.service.list(key)
@@ -110,7 +112,7 @@ async def test_list_pages_by_key(fs: InProcess, monkeypatch: pytest.MonkeyPatch)
         assert page.previous_cursor is not None
     assert pages == 3
     # Newest first, every prediction of the key exactly once, none of the other key's.
-    assert seen == list(reversed(created))
+    assert seen == newest_first
     assert foreign.id not in seen
     # Walking back from the last page gives the middle page again.
     assert page.previous_cursor is not None
