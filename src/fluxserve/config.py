@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     file_ttl_seconds: int = Field(
         default=24 * 3600, gt=0, description="How long uploaded files live (Replicate: 24 h)."
     )
+    strict_inputs: bool = Field(
+        default=False,
+        description="Refuse (422) input keys a model does not take. Default: drop them and say so in the "
+        "prediction's logs, as Replicate and Cog do.",
+    )
     max_input_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="Largest image input (URL, data URI or file) a prediction takes."
     )

@@ -60,6 +60,13 @@ class NotFound(FluxserveError):
     title = "Not found"
 
 
+class Conflict(FluxserveError):
+    """The resource already exists (a deployment name the owner already uses)."""
+
+    status = 409
+    title = "Conflict"
+
+
 class InvalidRequest(FluxserveError):
     """The request body or a parameter is malformed (bad JSON, missing ``input``, bad cursor)."""
 

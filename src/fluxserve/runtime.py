@@ -107,6 +107,7 @@ class Runtime:
             max_input_bytes=settings.max_input_bytes,
             on_created=metrics.prediction_created,
             queue_cap=settings.queue_cap,
+            strict_inputs=settings.strict_inputs,
         )
         webhooks = WebhookSender(
             store, NetPolicy(allow_loopback=settings.allow_loopback_urls), settings.default_api_base(), metrics=metrics

@@ -54,7 +54,9 @@ class Metrics(BaseModel):
 
 
 # Keys left out of the JSON while unset, as Replicate does (clients treat them as optional).
-_OMIT_WHEN_NONE = frozenset({"started_at", "completed_at", "deadline", "metrics", "webhook", "webhook_events_filter"})
+_OMIT_WHEN_NONE = frozenset(
+    {"started_at", "completed_at", "deadline", "metrics", "webhook", "webhook_events_filter", "deployment"}
+)
 
 
 class Prediction(BaseModel):
@@ -63,8 +65,8 @@ class Prediction(BaseModel):
     id: str = Field(description="26 lower-case base32 characters")
     model: str
     version: str = Field(description='A 64-hex version id, or "hidden" for model-route predictions')
-    input: dict[str, Any] | None
-    logs: str | None
+    input: dict[str, Any] = Field(description="As sent, less ignored keys; {} once the data is removed")
+    logs: str = Field(description='"" once the data is removed')
     output: Any = None
     data_removed: bool = False
     error: str | None = None
@@ -78,6 +80,7 @@ class Prediction(BaseModel):
     metrics: Metrics | None = None
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] | None = None
+    deployment: str | None = Field(None, description="owner/name of the deployment it was created through")
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -89,9 +92,13 @@ class Prediction(BaseModel):
 
 
 class PredictionRequest(BaseModel):
-    """Body of ``POST /predictions`` and ``POST /models/{owner}/{name}/predictions``."""
+    """Body of ``POST /predictions`` and ``POST /models/{owner}/{name}/predictions``.
 
-    model_config = ConfigDict(extra="allow")
+    Unknown top-level keys are refused, as Replicate refuses them (``additionalProperties: false``), so a
+    typo such as ``inptu`` is named rather than silently dropped.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     input: dict[str, Any]
     version: str | None = Field(
@@ -100,6 +107,9 @@ class PredictionRequest(BaseModel):
     model: str | None = Field(default=None, description="owner/name, accepted on /predictions as gateways do")
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] | None = None
+    webhook_completed: str | None = Field(
+        default=None, description="Sent by replicate-python 1.x when given; accepted and ignored (use webhook)"
+    )
     stream: bool | None = Field(default=None, description="Deprecated; urls.stream is always returned")
 
 
@@ -160,8 +170,9 @@ class Model(BaseModel):
     paper_url: str | None = None
     license_url: str | None = None
     run_count: int = 0
-    cover_image_url: str | None = None
-    default_example: Prediction | None = None
+    created_at: Timestamp | None = None
+    cover_image_url: str | None = Field(None, description="The first image of the default example")
+    default_example: Prediction | None = Field(None, description="The example an operator chose for the model")
     latest_version: Version | None
     is_official: bool = True
     live_workers: int = Field(0, description="Running workers that serve this model (fluxserve extension)")

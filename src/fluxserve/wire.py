@@ -57,8 +57,10 @@ def render_prediction(row: PredictionRow, links: Links, *, status: Status | None
         id=row.id,
         model=row.model,
         version=row.version,
-        input=row.input,
-        logs=row.logs,
+        # After data removal: empty, not null (Replicate's document types them object and string; strict
+        # clients such as the 2.x SDK refuse a whole page over one null).
+        input=row.input if row.input is not None else {},
+        logs=row.logs if row.logs is not None else "",
         output=map_blob_refs(row.output, links.output),
         data_removed=row.data_removed,
         error=row.error,
@@ -72,4 +74,5 @@ def render_prediction(row: PredictionRow, links: Links, *, status: Status | None
         metrics=Metrics(**row.metrics) if row.metrics else None,
         webhook=row.webhook,
         webhook_events_filter=row.webhook_events_filter,  # type: ignore[arg-type]
+        deployment=row.deployment,
     )

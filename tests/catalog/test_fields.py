@@ -30,6 +30,7 @@ def test_every_problem_is_reported_with_its_field() -> None:
     result = validate_input(
         FLUX_SCHNELL_INPUTS,
         {"num_outputs": 0, "output_quality": 101, "go_fast": "yes", "output_format": "gif", "seed": "abc", "x": 1},
+        strict=True,
     )
     by_field = {e.field: e.type for e in result.errors}
     assert by_field == {
@@ -42,6 +43,17 @@ def test_every_problem_is_reported_with_its_field() -> None:
         "input.x": "additional_property_not_allowed",
     }
     assert validate_input(FLUX_SCHNELL_INPUTS, ["not", "an", "object"]).errors[0].field == "input"
+
+
+def test_unknown_keys_are_set_aside_unless_strict() -> None:
+    raw = {"prompt": "p", "negative_prompt": "blur", "size": "1024x1024"}
+    result = validate_input(FLUX_SCHNELL_INPUTS, raw)
+    assert not result.errors
+    assert result.ignored == ["negative_prompt", "size"]
+    assert "negative_prompt" not in result.values
+    strict = validate_input(FLUX_SCHNELL_INPUTS, raw, strict=True)
+    assert [e.field for e in strict.errors] == ["input.negative_prompt", "input.size"]
+    assert strict.ignored == []
 
 
 def test_booleans_are_not_integers() -> None:

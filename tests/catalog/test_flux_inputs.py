@@ -38,8 +38,8 @@ def test_dev_inputs_in_replicates_order_with_defaults() -> None:
 
 def test_kontext_inputs_and_schema() -> None:
     assert _order(FLUX_KONTEXT_DEV_INPUTS) == [
-        "prompt", "input_image", "input_images", "aspect_ratio", "num_inference_steps", "guidance", "seed",
-        "output_format", "output_quality", "disable_safety_checker", "go_fast",
+        "prompt", "input_image", "aspect_ratio", "num_inference_steps", "guidance", "seed",
+        "output_format", "output_quality", "disable_safety_checker", "go_fast", "input_images",
     ]  # fmt: skip
     schemas = cog_input_schema(FLUX_KONTEXT_DEV_INPUTS)
     assert schemas["Input"]["required"] == ["prompt"]

@@ -23,20 +23,28 @@ def _ts(value: str) -> datetime:
 def test_cancel_after_ends_a_running_prediction_canceled(server: Server) -> None:
     with server.client() as client:
         created = client.post(
-            SLOW, json={"input": {"steps": 200, "step_seconds": 0.05}}, headers={"Cancel-After": "1s"}
+            SLOW, json={"input": {"steps": 400, "step_seconds": 0.05}}, headers={"Cancel-After": "5s"}
         ).json()
-        assert abs((_ts(created["deadline"]) - _ts(created["created_at"])).total_seconds() - 1.0) < 0.01
-        done = wait_for(client, created["id"], timeout=10)
+        assert abs((_ts(created["deadline"]) - _ts(created["created_at"])).total_seconds() - 5.0) < 0.01
+        done = wait_for(client, created["id"], timeout=15)
     assert done["status"] == "canceled"  # never "aborted": the official clients cannot parse it
     assert "deadline" in done["error"]
-    assert done["metrics"]["predict_time"] < 2.5
+    assert done["metrics"]["predict_time"] < 6.5
 
 
-def test_malformed_cancel_after_is_422(server: Server) -> None:
+@pytest.mark.parametrize("value", ["soon", "1s", "4.9", "500ms", "1000000000h", "-5s", "5x", "1h 30m"])
+def test_bad_cancel_after_is_422_naming_the_header(server: Server, value: str) -> None:
     with server.client() as client:
-        response = client.post(SLOW, json={"input": {}}, headers={"Cancel-After": "soon"})
-    assert response.status_code == 422
+        response = client.post(SLOW, json={"input": {}}, headers={"Cancel-After": value})
+    assert response.status_code == 422, response.text
     assert response.json()["invalid_fields"][0]["field"] == "Cancel-After"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("90", 90), ("5", 5), ("1h30m45s", 5445), ("1.5m", 90), ("5m", 300)])
+def test_cancel_after_grammar(server: Server, value: str, seconds: float) -> None:
+    with server.client() as client:
+        created = client.post(SLOW, json={"input": {"steps": 1}}, headers={"Cancel-After": value}).json()
+    assert (_ts(created["deadline"]) - _ts(created["created_at"])).total_seconds() == seconds
 
 
 @pytest.fixture
@@ -69,7 +77,8 @@ def test_retention_removes_data_and_files_but_keeps_metadata(strict_server: Serv
         uploaded = client.post("/files", files={"content": ("a.txt", b"hello", "text/plain")}).json()
         removed = wait_for(client, done["id"], timeout=20, until=lambda p: p["data_removed"])
         assert removed["data_removed"] is True
-        assert (removed["input"], removed["output"], removed["logs"]) == (None, None, None)
+        # {} and "", not null: Replicate's document types them object and string (strict clients check).
+        assert (removed["input"], removed["output"], removed["logs"]) == ({}, None, "")
         assert removed["status"] == "succeeded" and removed["metrics"]["image_count"] == 1
         assert removed["created_at"] == done["created_at"] and removed["completed_at"] == done["completed_at"]
         assert httpx.get(output_url).status_code == 404
@@ -83,8 +92,8 @@ def test_queued_prediction_past_its_deadline_is_canceled_without_running(tmp_pat
     server = make_server(tmp_path, tiny_weights, None, extra_env={"FLUXSERVE_WORKER": "false"}).start()
     try:
         with server.client() as client:
-            created = client.post(SLOW, json={"input": {"steps": 1}}, headers={"Cancel-After": "500ms"}).json()
-            done = wait_for(client, created["id"], timeout=10)
+            created = client.post(SLOW, json={"input": {"steps": 1}}, headers={"Cancel-After": "5s"}).json()
+            done = wait_for(client, created["id"], timeout=15)
         assert done["status"] == "canceled" and "deadline" in done["error"]
         assert done.get("started_at") is None
     finally:

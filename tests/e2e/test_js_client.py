@@ -57,3 +57,11 @@ def test_js_errors(server: Server) -> None:
     failed = node(server, "failed")
     assert failed["raised"] and "Prediction failed: out of cheese" in failed["message"]
     assert node(server, "list")["count"] >= 1
+
+
+def test_js_hardware_collections_and_deployments(server: Server) -> None:
+    result = node(server, "deployments")
+    assert result["hardware"] == ["cpu"] and "flux" in result["collections"]
+    assert "flux-schnell" in result["fluxModels"]
+    assert (result["release"], result["listed"], result["output"]) == (2, ["js-echo"], "from js")
+    assert result["deployment"].endswith("/js-echo") and result["deleted"] is True

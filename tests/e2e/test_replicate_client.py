@@ -173,3 +173,50 @@ def test_other_keys_predictions_are_404(server: Server) -> None:
         client_for(server, other).predictions.cancel(mine.id)
     assert info.value.status == 404
     assert mine.id not in [p.id for p in client_for(server, other).predictions.list().results]
+
+
+def test_run_pinned_to_replicates_version_id(server: Server) -> None:
+    # Code written against Replicate pins its published version; run() then GETs that version here too.
+    replicate_version = "53d5d1586a229bd033e060941789bfb0c177cefd5ef638f34b3099658343a897"
+    client = client_for(server)
+    output = client.run(
+        f"black-forest-labs/flux-schnell:{replicate_version}",
+        input={"prompt": "x", "megapixels": "0.25", "negative_prompt": "ignored, not refused"},
+    )
+    assert len(output) == 1
+    prediction = client.predictions.list().results[0]
+    assert prediction.version == replicate_version
+    assert "negative_prompt" not in prediction.input
+    assert "Ignored unknown input: negative_prompt" in (prediction.logs or "")
+
+
+def test_hardware_collections_and_deployments(server: Server) -> None:
+    client = client_for(server)
+    skus = [h.sku for h in client.hardware.list()]
+    assert skus == ["cpu"]
+    assert "flux" in [c.slug for c in client.collections.list()]
+    flux = client.collections.get("flux")
+    assert "flux-schnell" in [m.name for m in flux.models or []]
+    noop_version = client.models.get("fluxserve-fixtures/noop").latest_version
+    assert noop_version is not None
+    deployment = client.deployments.create(
+        name="echo", model="fluxserve-fixtures/noop", version=noop_version.id, hardware="cpu",
+        min_instances=0, max_instances=1,
+    )  # fmt: skip
+    assert deployment.id.endswith("/echo") and deployment.current_release is not None
+    assert deployment.current_release.number == 1
+    fetched = client.deployments.get(deployment.id)
+    assert fetched.current_release is not None and fetched.current_release.model == "fluxserve-fixtures/noop"
+    assert [d.name for d in client.deployments.list()] == ["echo"]
+    updated = client.deployments.update(deployment.owner, "echo", max_instances=3)
+    assert updated.current_release is not None and updated.current_release.number == 2
+    prediction = fetched.predictions.create(input={"prompt": "through a deployment"})
+    prediction.wait()
+    assert (prediction.status, prediction.output) == ("succeeded", "through a deployment")
+    prediction = client.deployments.predictions.create(deployment.id, input={"prompt": "again"})
+    prediction.wait()
+    assert prediction.output == "again"
+    assert client.deployments.delete(deployment.owner, "echo") is True
+    with pytest.raises(ReplicateError) as caught:
+        client.deployments.get(deployment.id)
+    assert caught.value.status == 404

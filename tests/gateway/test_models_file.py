@@ -9,8 +9,10 @@ import httpx
 import pytest
 
 from fluxserve.catalog.fields import validate_input
+from fluxserve.config import Settings
 from fluxserve.gateway.models import cache_path, load_schema
 from fluxserve.gateway.routes import ModelsFileError, load_routes, normalise_base_url
+from fluxserve.gateway.served import build_registry
 from fluxserve.gateway.specs import fields_from_openapi
 from tests.support import free_port
 
@@ -92,12 +94,41 @@ provider = "comet"
         ('[providers.p]\nbase_url = "https://x"\ntoken_env = "UNSET_TOKEN_VAR"\n', "UNSET_TOKEN_VAR"),
         ('[models."black-forest-labs/flux-dev"]\nwieghts = "/x"\n', "unknown key(s) wieghts"),
         ("not toml [", "not valid TOML"),
+        ('[models."black-forest-labs/flux-dev"]\n[collections.x]\nmodels = ["a/b"]\n', "not served: a/b"),
+        ('[models."black-forest-labs/flux-dev"]\n[collections.Big]\nmodels = []\n', "lower-case letters"),
+        ('[models."black-forest-labs/flux-dev"]\n[collections.x]\nmodels = "a/b"\n', "list of owner/name"),
+        ('[models."black-forest-labs/flux-dev"]\nreadme = "missing.md"\n', "cannot read missing.md"),
     ],
 )
 def test_routes_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ModelsFileError) as caught:
         load_routes(write(tmp_path, text), BUILTIN)
     assert message in str(caught.value) and str(tmp_path / "models.toml") in str(caught.value)
+
+
+def test_collections_and_readmes(tmp_path: Path) -> None:
+    (tmp_path / "dev.md").write_text("# FLUX.1 [dev] here\n")
+    path = write(
+        tmp_path,
+        """
+[models."black-forest-labs/flux-schnell"]
+[models."black-forest-labs/flux-dev"]
+readme = "dev.md"
+[collections.portraits]
+name = "Portraits"
+description = "For faces"
+models = ["black-forest-labs/flux-dev"]
+""",
+    )
+    routes = load_routes(path, BUILTIN)
+    (portraits,) = routes.collections
+    assert (portraits.slug, portraits.name, portraits.description) == ("portraits", "Portraits", "For faces")
+    assert portraits.models == ("black-forest-labs/flux-dev",)
+    assert routes.readmes == {"black-forest-labs/flux-dev": "# FLUX.1 [dev] here\n"}
+    registry = build_registry(Settings(models_file=path, data_dir=tmp_path))
+    assert sorted(registry.collections) == ["flux", "portraits"]
+    assert registry.collections["flux"].models == ("black-forest-labs/flux-schnell", "black-forest-labs/flux-dev")
+    assert registry.readmes["black-forest-labs/flux-dev"].startswith("# FLUX.1 [dev]")
 
 
 def test_base_url_normalisation() -> None:

@@ -53,6 +53,37 @@ const scenarios = {
     const page = await replicate.predictions.list();
     return { count: page.results.length, first: page.results[0]?.id ?? null };
   },
+  async deployments() {
+    const hardware = await replicate.hardware.list();
+    const collections = await replicate.collections.list();
+    const flux = await replicate.collections.get("flux");
+    const model = await replicate.models.get("fluxserve-fixtures", "noop");
+    const created = await replicate.deployments.create({
+      name: "js-echo",
+      model: "fluxserve-fixtures/noop",
+      version: model.latest_version.id,
+      hardware: hardware[0].sku,
+      min_instances: 0,
+      max_instances: 1,
+    });
+    const updated = await replicate.deployments.update(created.owner, "js-echo", { max_instances: 2 });
+    const listed = await replicate.deployments.list();
+    let prediction = await replicate.deployments.predictions.create(created.owner, "js-echo", {
+      input: { prompt: "from js" },
+    });
+    prediction = await replicate.wait(prediction, { interval: 50 });
+    const deleted = await replicate.deployments.delete(created.owner, "js-echo");
+    return {
+      hardware: hardware.map((h) => h.sku),
+      collections: collections.results.map((c) => c.slug),
+      fluxModels: flux.models.map((m) => m.name),
+      release: updated.current_release.number,
+      listed: listed.results.map((d) => d.name),
+      deployment: prediction.deployment,
+      output: prediction.output,
+      deleted,
+    };
+  },
 };
 
 const name = process.argv[2];

@@ -11,7 +11,19 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from fluxserve import __version__
-from fluxserve.api import files, models, ops, outputs, pages, predictions, problems, stream, webhooks
+from fluxserve.api import (
+    deployments,
+    directory,
+    files,
+    models,
+    ops,
+    outputs,
+    pages,
+    predictions,
+    problems,
+    stream,
+    webhooks,
+)
 from fluxserve.api.auth import KeyCache
 from fluxserve.api.ratelimit import RateLimiter
 from fluxserve.api.state import StateOpener
@@ -53,7 +65,8 @@ def create_app(settings: Settings, open_state: StateOpener) -> FastAPI:
     )
     problems.install(app)
     for prefix in API_PREFIXES:
-        for router in (predictions.router, models.router, outputs.router, webhooks.router, files.router):
+        routers = (predictions, models, directory, deployments, outputs, webhooks, files)
+        for router in (module.router for module in routers):
             app.include_router(router, prefix=prefix)
         app.include_router(stream.router, prefix=prefix)
     app.include_router(pages.router)

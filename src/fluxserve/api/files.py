@@ -7,20 +7,20 @@ Accepts the three multipart shapes the clients send: replicate-python's ``conten
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from fluxserve.api.deps import Call, CallDep
+from fluxserve.api.deps import Call, CallDep, call
 from fluxserve.api.problems import AUTH_ERRORS, problem_responses
 from fluxserve.api.render import json_response
 from fluxserve.errors import InvalidField, InvalidRequest
 from fluxserve.schema import Timestamp
-from fluxserve.service.files import FileService
+from fluxserve.service.files import FileService, signed_download_url
 from fluxserve.store.rows import FileRow
 
 router = APIRouter(tags=["files"])
@@ -33,6 +33,7 @@ class FileUrls(BaseModel):
     """Links of a file; ``get`` is what goes into a prediction's input."""
 
     get: str
+    download: str = Field(description="Signed: downloads the content without an API key until the file expires")
 
 
 class FileObject(BaseModel):
@@ -69,7 +70,7 @@ def _render(row: FileRow, c: Call) -> FileObject:
         metadata=row.metadata,
         created_at=row.created_at,
         expires_at=row.expires_at,
-        urls=FileUrls(get=f"{c.links.api}/files/{row.id}"),
+        urls=FileUrls(get=f"{c.links.api}/files/{row.id}", download=signed_download_url(c.key, row, c.links.api)),
     )
 
 
@@ -171,9 +172,22 @@ async def get_file(file_id: str, request: Request, c: CallDep) -> Response:
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}, **_ERRORS},
     summary="Download a file's content",
 )
-async def download_file(file_id: str, request: Request, c: CallDep) -> Response:
-    """The file's bytes, with the Content-Type it was uploaded with."""
-    row, data = await request.app.state.api.files.read(c.key, file_id)
+async def download_file(
+    file_id: str,
+    request: Request,
+    owner: Annotated[str | None, Query(description="Signed URL: the file owner's username")] = None,
+    expiry: Annotated[str | None, Query(description="Signed URL: Unix time it expires")] = None,
+    signature: Annotated[
+        str | None, Query(description="Signed URL: base64 HMAC-SHA256 of '{owner} {id} {expiry}'")
+    ] = None,
+) -> Response:
+    """The file's bytes, with the Content-Type it was uploaded with: with an API key, or without one through
+    a signed URL (``urls.download`` of the file object)."""
+    files: FileService = request.app.state.api.files
+    if signature is not None or owner is not None or expiry is not None:
+        row, data = await files.read_signed(file_id, owner or "", expiry or "", signature or "")
+    else:
+        row, data = await files.read((await call(request)).key, file_id)
     return Response(data, media_type=row.content_type)
 
 

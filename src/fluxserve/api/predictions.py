@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Request
@@ -30,13 +30,23 @@ CancelAfterHeader = Annotated[
     str | None,
     Header(
         alias="Cancel-After",
-        description="Go-style duration (30s, 5m, 1h30m): a prediction not finished by then ends canceled",
+        description="Seconds (90) or a duration of h/m/s parts (30s, 5m, 1h30m), at least 5s: a prediction not "
+        "finished by then ends canceled",
     ),
 ]
 
 _WAIT = re.compile(r"^wait(?:\s*=\s*(\d+))?$")
 MAX_WAIT_SECONDS = 60
 _ERRORS = problem_responses({**AUTH_ERRORS, 404: "No such model or prediction", 422: "Invalid request or input"})
+
+
+#: What every create route (model, version, deployment) declares: 201, or 202 under an unmet ``Prefer: wait``.
+CREATE_ROUTE: dict[str, Any] = {
+    "status_code": 201,
+    "response_model": Prediction,
+    "responses": {202: {"model": Prediction, "description": "Created; not finished within Prefer: wait"}, **_ERRORS},
+    "openapi_extra": json_body_schema(PredictionRequest),
+}
 
 
 def parse_prefer_wait(header: str | None) -> tuple[int, str] | None:
@@ -53,16 +63,25 @@ def parse_prefer_wait(header: str | None) -> tuple[int, str] | None:
     return None
 
 
-async def _create(
-    c: Call, spec: ModelSpec, version: str, body: PredictionRequest, prefer: str | None, cancel_after: str | None
+async def create_and_answer(
+    c: Call,
+    spec: ModelSpec,
+    version: str,
+    body: PredictionRequest,
+    prefer: str | None,
+    cancel_after: str | None,
+    deployment: str | None = None,
 ) -> Response:
+    """Create the prediction and answer as Replicate does: 201, or under ``Prefer: wait`` 201 when it
+    finished in time and 202 (reading ``starting``) when it did not."""
     lk = c.links
     wait = parse_prefer_wait(prefer)
+    seconds, applied = wait if wait is not None else (None, "")
+    row = await c.svc.create(
+        c.key, spec, version, body, wait=seconds, api_base=lk.api, cancel_after=cancel_after, deployment=deployment
+    )
     if wait is None:
-        row = await c.svc.create(c.key, spec, version, body, api_base=lk.api, cancel_after=cancel_after)
         return json_response(render_prediction(row, lk), 201)
-    seconds, applied = wait
-    row = await c.svc.create(c.key, spec, version, body, wait=seconds, api_base=lk.api, cancel_after=cancel_after)
     headers = {"Preference-Applied": applied}
     if row.status.is_terminal:
         return json_response(render_prediction(row, lk), 201, headers)
@@ -74,14 +93,8 @@ async def _create(
 
 @router.post(
     "/models/{owner}/{name}/predictions",
-    status_code=201,
-    response_model=Prediction,
-    responses={
-        202: {"model": Prediction, "description": "Created; not finished within Prefer: wait"},
-        **_ERRORS,
-    },
+    **CREATE_ROUTE,
     summary="Create a prediction of a model (official-model route)",
-    openapi_extra=json_body_schema(PredictionRequest),
 )
 async def create_model_prediction(
     owner: str,
@@ -94,19 +107,13 @@ async def create_model_prediction(
     """Create a prediction of ``owner/name``; its ``version`` reads ``"hidden"``."""
     spec = c.svc.model(owner, name)
     body = await parse_json_body(request, PredictionRequest)
-    return await _create(c, spec, "hidden", body, prefer, cancel_after)
+    return await create_and_answer(c, spec, "hidden", body, prefer, cancel_after)
 
 
 @router.post(
     "/predictions",
-    status_code=201,
-    response_model=Prediction,
-    responses={
-        202: {"model": Prediction, "description": "Created; not finished within Prefer: wait"},
-        **_ERRORS,
-    },
+    **CREATE_ROUTE,
     summary="Create a prediction of a version",
-    openapi_extra=json_body_schema(PredictionRequest),
 )
 async def create_prediction(
     request: Request, c: CallDep, prefer: PreferHeader = None, cancel_after: CancelAfterHeader = None
@@ -120,7 +127,7 @@ async def create_prediction(
             invalid_fields=[InvalidField("required", "version", "version is required")],
         )
     spec, version = c.svc.resolve_version(ref)
-    return await _create(c, spec, version, body, prefer, cancel_after)
+    return await create_and_answer(c, spec, version, body, prefer, cancel_after)
 
 
 @router.get("/predictions/{prediction_id}", response_model=Prediction, responses=_ERRORS, summary="Get a prediction")
@@ -151,6 +158,7 @@ async def list_predictions(
     cursor: Annotated[str | None, Query(description="Opaque; follow `next`/`previous` as given")] = None,
     created_after: Annotated[str | None, Query(description="ISO-8601; only predictions created after")] = None,
     created_before: Annotated[str | None, Query(description="ISO-8601; only predictions created before")] = None,
+    source: Annotated[Literal["api", "web"] | None, Query(description="Only predictions created through it")] = None,
 ) -> Response:
     """The key's predictions, newest first, 100 a page."""
     lk = c.links
@@ -159,8 +167,10 @@ async def list_predictions(
         cursor=cursor,
         created_after=parse_time("created_after", created_after),
         created_before=parse_time("created_before", created_before),
+        source=source,
     )
-    filters = {k: v for k, v in (("created_after", created_after), ("created_before", created_before)) if v}
+    given = (("created_after", created_after), ("created_before", created_before), ("source", source))
+    filters = {k: v for k, v in given if v}
 
     def page_url(c: str | None) -> str | None:
         return f"{lk.api}/predictions?{urlencode({**filters, 'cursor': c})}" if c else None

@@ -71,6 +71,10 @@ def pydantic_invalid_fields(errors: Sequence[Any]) -> list[InvalidField]:
             field = "body"
         elif kind == "missing":
             message = f"{field} is required"
+        elif kind == "extra_forbidden":
+            # Replicate's name for it (its create bodies have additionalProperties: false).
+            kind = "additional_property_not_allowed"
+            message = f"Additional property {field} is not allowed"
         else:
             message = f"{field}: {err.get('msg')}"
         fields.append(InvalidField(kind, field, message))

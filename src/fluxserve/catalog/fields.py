@@ -48,6 +48,8 @@ class InputValidation:
 
     values: dict[str, Any] = field(default_factory=dict)
     errors: list[InvalidField] = field(default_factory=list)
+    #: Keys the model does not take, dropped as Cog and Replicate drop them (not set in strict mode).
+    ignored: list[str] = field(default_factory=list)
 
 
 def _check_type(f: InputField, value: Any) -> tuple[Any, str | None]:
@@ -144,11 +146,14 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def validate_input(fields: tuple[InputField, ...], raw: Any) -> InputValidation:
+def validate_input(fields: tuple[InputField, ...], raw: Any, *, strict: bool = False) -> InputValidation:
     """Validate a client's ``input`` object against ``fields``.
 
-    Unknown keys, wrong types, out-of-range numbers, values outside an enum and missing required
-    fields are all reported at once. ``None`` counts as absent, as in Cog.
+    Wrong types, out-of-range numbers, values outside an enum and missing required fields are all
+    reported at once. ``None`` counts as absent, as in Cog. Unknown keys are set aside in ``ignored``
+    (Replicate checks unknown properties only at the top level; Cog ignores extra inputs with a
+    warning, and clients such as the Vercel AI SDK always send ``num_outputs``); ``strict`` makes
+    them errors instead.
     """
     result = InputValidation()
     if not isinstance(raw, dict):
@@ -156,7 +161,9 @@ def validate_input(fields: tuple[InputField, ...], raw: Any) -> InputValidation:
         return result
     known = {f.name for f in fields}
     for key in raw:
-        if key not in known:
+        if key not in known and not strict:
+            result.ignored.append(key)
+        elif key not in known:
             allowed = ", ".join(f.name for f in fields)
             result.errors.append(
                 InvalidField(

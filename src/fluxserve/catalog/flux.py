@@ -41,11 +41,12 @@ OUTPUT_QUALITY = InputField(
 DISABLE_SAFETY_CHECKER = InputField(
     "disable_safety_checker", "boolean", "Disable safety checker for generated images.", default=False
 )
+# Word for word as Replicate publishes it for flux-schnell and flux-dev (all-the-public-replicate-models 1.352.0;
+# replicate/cog-flux's predict.py has since added a sentence on determinism that no published version carries).
 GO_FAST = InputField(
     "go_fast",
     "boolean",
-    "Run faster predictions with model optimized for speed (currently fp8 quantized); disable to run in "
-    "original bf16. Note that outputs will not be deterministic when this is enabled, even if you set a seed.",
+    "Run faster predictions with model optimized for speed (currently fp8 quantized); disable to run in original bf16",
     default=True,
 )
 MEGAPIXELS_FIELD = InputField(
@@ -124,6 +125,12 @@ KONTEXT_INPUT_IMAGES = InputField(
     "Each must be jpeg, png, gif, or webp.",
 )
 
+# all-the-public-replicate-models 1.352.0 predates flux-kontext-dev, so its facts come from the source Replicate
+# pushes as black-forest-labs/flux-kontext-dev: github.com/replicate/cog-flux-kontext predict.py (commit b9063c1,
+# 2025-07-23; cog-safe-push-configs/kontext-dev.yaml names that official model). Cog's x-order is the parameter
+# order. num_inference_steps has defaulted to 28 there since commit cff9c0e (2025-06-27), the change that brought
+# go_fast; the first version, a1408d2c (no go_fast), shows 30 on replicate.com/black-forest-labs/flux-kontext-dev/
+# versions/a1408d2c…/api. input_images is ours alone: it comes last so every published field keeps its x-order.
 FLUX_KONTEXT_DEV_INPUTS: tuple[InputField, ...] = (
     InputField(
         "prompt",
@@ -134,7 +141,6 @@ FLUX_KONTEXT_DEV_INPUTS: tuple[InputField, ...] = (
     # Optional in the schema (Replicate's marks it required) because input_images may stand in for it; exactly
     # one of the two is enforced by kontext_input_errors() and by the predictor.
     KONTEXT_INPUT_IMAGE,
-    KONTEXT_INPUT_IMAGES,
     InputField(
         "aspect_ratio",
         "string",
@@ -154,6 +160,7 @@ FLUX_KONTEXT_DEV_INPUTS: tuple[InputField, ...] = (
         "Make the model go fast, output quality may be slightly degraded for more difficult prompts",
         default=True,
     ),
+    KONTEXT_INPUT_IMAGES,
 )
 
 

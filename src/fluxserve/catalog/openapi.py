@@ -11,12 +11,13 @@ def cog_input_schema(fields: tuple[InputField, ...]) -> dict[str, dict[str, Any]
     """Return ``{"Input": {...}, <enum schemas>}`` in the shape Cog generates.
 
     Enums are separate component schemas referenced through ``allOf`` as Cog publishes them;
-    files are ``format: uri`` strings, and lists of files arrays of such strings.
+    files are ``format: uri`` strings, and lists of files arrays of such strings. ``x-order`` is
+    the position in ``fields``.
     """
     properties: dict[str, Any] = {}
     enums: dict[str, Any] = {}
     for order, f in enumerate(fields):
-        prop: dict[str, Any] = {"title": f.title, "x-order": order, "description": f.description}
+        prop: dict[str, Any] = {"x-order": order, "description": f.description}
         if f.choices is not None:
             enum_type = "string" if all(isinstance(c, str) for c in f.choices) else "integer"
             enums[f.name] = {
@@ -25,15 +26,17 @@ def cog_input_schema(fields: tuple[InputField, ...]) -> dict[str, dict[str, Any]
                 "title": f.name,
                 "description": "An enumeration.",
             }
+            # No title on the property itself: Cog (and so every Replicate schema) titles only the component
+            # it references, with the bare field name.
             prop["allOf"] = [{"$ref": f"#/components/schemas/{f.name}"}]
-        elif f.type == "uri":
-            prop.update(type="string", format="uri")
-        elif f.type == "uri_array":
-            prop.update(type="array", items={"type": "string", "format": "uri"})
-        elif f.type == "json":
-            pass
         else:
-            prop["type"] = f.type
+            prop["title"] = f.title
+            if f.type == "uri":
+                prop.update(type="string", format="uri")
+            elif f.type == "uri_array":
+                prop.update(type="array", items={"type": "string", "format": "uri"})
+            elif f.type != "json":
+                prop["type"] = f.type
         if f.has_default:
             prop["default"] = f.default
         if f.minimum is not None:

@@ -62,6 +62,14 @@ class ModelSpec:
     unavailable: str | None = None
     #: For a forwarded model, the provider's name (shown in the model listing; None for local models).
     provider: str | None = None
+    #: Replicate's published version ids of this model, accepted as aliases of ours so that code pinning
+    #: ``owner/name:<replicate id>`` (or the bare id) runs here unchanged.
+    replicate_versions: tuple[str, ...] = ()
+
+    @property
+    def version_ids(self) -> tuple[str, ...]:
+        """Every version id this model answers to: ours first, then Replicate's aliases."""
+        return (self.version_id, *self.replicate_versions)
 
     @property
     def ref(self) -> str:
@@ -156,15 +164,44 @@ def _cog_openapi(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-class Registry:
-    """The models one deployment serves, looked up by ``owner/name`` or version id."""
+@dataclass(frozen=True)
+class Collection:
+    """A named group of served models (``GET /v1/collections``)."""
 
-    def __init__(self, specs: Iterable[ModelSpec]) -> None:
+    slug: str
+    name: str
+    description: str
+    models: tuple[str, ...]
+
+
+FLUX_COLLECTION = ("flux", "FLUX", "Black Forest Labs' FLUX image models served here")
+
+
+class Registry:
+    """The models one deployment serves, looked up by ``owner/name`` or version id, with their collections
+    (a built-in ``flux`` one, plus the models file's) and operator-written readmes."""
+
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        collections: Iterable[Collection] = (),
+        readmes: dict[str, str] | None = None,
+    ) -> None:
         self._by_ref: dict[str, ModelSpec] = {}
         self._by_version: dict[str, ModelSpec] = {}
         for spec in specs:
-            self._by_ref[spec.ref] = spec
-            self._by_version[spec.version_id] = spec
+            self._index(spec)
+        self.readmes: dict[str, str] = dict(readmes or {})
+        flux = tuple(ref for ref in self._by_ref if ref.split("/", 1)[1].startswith("flux"))
+        self.collections: dict[str, Collection] = (
+            {FLUX_COLLECTION[0]: Collection(*FLUX_COLLECTION, flux)} if flux else {}
+        )
+        self.collections.update({c.slug: c for c in collections})
+
+    def _index(self, spec: ModelSpec) -> None:
+        self._by_ref[spec.ref] = spec
+        for version in spec.version_ids:
+            self._by_version[version] = spec
 
     def __iter__(self) -> Any:
         return iter(self._by_ref.values())
@@ -177,16 +214,16 @@ class Registry:
         return self._by_ref.get(ref)
 
     def by_version(self, version_id: str) -> ModelSpec | None:
-        """The model whose current version id is ``version_id``, or None."""
+        """The model whose current version id (or a Replicate alias of it) is ``version_id``, or None."""
         return self._by_version.get(version_id)
 
     def replace(self, spec: ModelSpec) -> None:
         """Swap in a new definition of an already served model (e.g. once its upstream schema arrives)."""
         old = self._by_ref.get(spec.ref)
         if old is not None:
-            self._by_version.pop(old.version_id, None)
-        self._by_ref[spec.ref] = spec
-        self._by_version[spec.version_id] = spec
+            for version in old.version_ids:
+                self._by_version.pop(version, None)
+        self._index(spec)
 
 
 @dataclass(frozen=True)
@@ -226,6 +263,8 @@ FLUX_SCHNELL = ModelSpec(
     inputs=FLUX_SCHNELL_INPUTS,
     output_schema=URI_LIST_OUTPUT,
     predictor_factory=PipelineFactory("flux_schnell", "FluxSchnellPredictor", "flux_schnell_weights", "schnell"),
+    # all-the-public-replicate-models 1.352.0, latest_version.id
+    replicate_versions=("53d5d1586a229bd033e060941789bfb0c177cefd5ef638f34b3099658343a897",),
 )
 
 
@@ -236,6 +275,7 @@ FLUX_DEV = ModelSpec(
     inputs=FLUX_DEV_INPUTS,
     output_schema=URI_LIST_OUTPUT,
     predictor_factory=PipelineFactory("flux_dev", "FluxDevPredictor", "flux_dev_weights", "dev"),
+    replicate_versions=("7863d1ba11a1bb115732a12488486eb8bb3d54ae62cff189f1677a31dbcdfd2e",),
 )
 
 

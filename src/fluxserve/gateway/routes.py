@@ -14,6 +14,14 @@ A TOML file with two tables::
     upstream_model = "black-forest-labs/flux-kontext-pro"   # optional: default is the same name
     version = "…"                                   # optional: use the version route with this id
 
+    [collections.portraits]                         # optional: a group of served models (GET /v1/collections)
+    name = "Portraits"
+    description = "Models we use for portraits"
+    models = ["black-forest-labs/flux-dev"]
+
+A model's table may also name a ``readme`` (a Markdown file, relative to the models file) that
+``GET /v1/models/{owner}/{name}/readme`` returns instead of the card fluxserve writes from the schema.
+
 When the file is given it is the whole list: built-in models it does not name are not served. Every error
 names the file and the key at fault, so a typo stops the process at start with a message that says where.
 """
@@ -23,10 +31,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from fluxserve.catalog.registry import Collection
 
 InputFiles = Literal["auto", "data_uri", "upload"]
 
@@ -34,7 +44,8 @@ _REF = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$", re.IGNORECASE)
 _VERSION = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 
 _PROVIDER_KEYS = {"base_url", "token_env", "concurrency", "stream", "input_files", "timeout", "unreachable_seconds"}
-_MODEL_KEYS = {"provider", "upstream_model", "version", "input_schema", "weights", "description"}
+_MODEL_KEYS = {"provider", "upstream_model", "version", "input_schema", "weights", "description", "readme"}
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
 
 class ModelsFileError(ValueError):
@@ -100,6 +111,9 @@ class ModelRoutes:
 
     local: tuple[LocalRoute, ...]
     upstream: tuple[UpstreamRoute, ...]
+    collections: tuple[Collection, ...] = ()
+    #: Readme text by model (from each model's ``readme`` file).
+    readmes: dict[str, str] = field(default_factory=dict)
 
 
 def normalise_base_url(url: str) -> str:
@@ -119,15 +133,18 @@ def load_routes(path: Path, builtin: set[str]) -> ModelRoutes:
         raise ModelsFileError(f"models file {where} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ModelsFileError(f"models file {where} is not valid TOML: {exc}") from exc
-    unknown = set(data) - {"providers", "models"}
+    unknown = set(data) - {"providers", "models", "collections"}
     if unknown:
-        raise ModelsFileError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}; use providers, models")
+        raise ModelsFileError(
+            f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}; use providers, models, collections"
+        )
     providers = {name: _provider(where, name, table) for name, table in _table(where, data, "providers").items()}
     models = _table(where, data, "models")
     if not models:
         raise ModelsFileError(f"{where}: [models] lists no model")
     local: list[LocalRoute] = []
     upstream: list[UpstreamRoute] = []
+    readmes: dict[str, str] = {}
     for ref, table in models.items():
         key = f'models."{ref}"'
         if not _REF.match(ref):
@@ -137,6 +154,8 @@ def load_routes(path: Path, builtin: set[str]) -> ModelRoutes:
         extra = set(table) - _MODEL_KEYS
         if extra:
             raise ModelsFileError(f"{where}: {key}: unknown key(s) {', '.join(sorted(extra))}")
+        if "readme" in table:
+            readmes[ref] = _readme(path, key, table["readme"])
         provider_name = table.get("provider")
         if provider_name is None:
             if ref not in builtin:
@@ -179,7 +198,40 @@ def load_routes(path: Path, builtin: set[str]) -> ModelRoutes:
                 description=description if isinstance(description, str) else None,
             )
         )
-    return ModelRoutes(tuple(local), tuple(upstream))
+    served = {route.ref for route in local} | {route.ref for route in upstream}
+    collections = tuple(
+        _collection(where, slug, table, served) for slug, table in _table(where, data, "collections").items()
+    )
+    return ModelRoutes(tuple(local), tuple(upstream), collections, readmes)
+
+
+def _readme(path: Path, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ModelsFileError(f"{path}: {key}.readme must be a path string")
+    try:
+        return (path.parent / value).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelsFileError(f"{path}: {key}.readme: cannot read {value}: {exc}") from exc
+
+
+def _collection(where: str, slug: str, table: Any, served: set[str]) -> Collection:
+    key = f"collections.{slug}"
+    if not _SLUG.match(slug):
+        raise ModelsFileError(f"{where}: [{key}]: a collection slug is lower-case letters, digits and dashes")
+    if not isinstance(table, dict):
+        raise ModelsFileError(f"{where}: [{key}] must be a table")
+    extra = set(table) - {"name", "description", "models"}
+    if extra:
+        raise ModelsFileError(f"{where}: [{key}]: unknown key(s) {', '.join(sorted(extra))}")
+    name, description, models = table.get("name", slug), table.get("description", ""), table.get("models")
+    if not isinstance(name, str) or not isinstance(description, str):
+        raise ModelsFileError(f"{where}: [{key}]: name and description must be strings")
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ModelsFileError(f"{where}: [{key}].models must be a list of owner/name strings")
+    missing = [m for m in models if m not in served]
+    if missing:
+        raise ModelsFileError(f"{where}: [{key}].models names model(s) not served: {', '.join(missing)}")
+    return Collection(slug, name, description, tuple(models))
 
 
 def _table(where: str, data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -216,11 +268,11 @@ def _provider(where: str, name: str, table: Any) -> Provider:
     if input_files not in ("auto", "data_uri", "upload"):
         raise ModelsFileError(f'{where}: [{key}].input_files must be "auto", "data_uri" or "upload"')
     numbers: dict[str, float] = {}
-    for field, default in (("timeout", 30.0), ("unreachable_seconds", 120.0)):
-        value = table.get(field, default)
+    for setting, default in (("timeout", 30.0), ("unreachable_seconds", 120.0)):
+        value = table.get(setting, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ModelsFileError(f"{where}: [{key}].{field} must be a positive number of seconds")
-        numbers[field] = float(value)
+            raise ModelsFileError(f"{where}: [{key}].{setting} must be a positive number of seconds")
+        numbers[setting] = float(value)
     return Provider(
         name=name,
         base_url=normalise_base_url(base_url),

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from fluxserve.catalog.registry import BUILTIN_MODELS, ModelSpec, PipelineFactory, Registry
+from fluxserve.catalog.registry import BUILTIN_MODELS, Collection, ModelSpec, PipelineFactory, Registry
 from fluxserve.gateway.routes import UpstreamRoute, load_routes
 from fluxserve.gateway.specs import pending_spec
 
@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 class ServedRegistry(Registry):
     """The registry of a deployment, with the routes of the models it forwards upstream."""
 
-    def __init__(self, specs: Iterable[ModelSpec], routes: Iterable[UpstreamRoute] = ()) -> None:
-        super().__init__(specs)
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        routes: Iterable[UpstreamRoute] = (),
+        collections: Iterable[Collection] = (),
+        readmes: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(specs, collections, readmes)
         #: The forwarded models' routes from the models file, by ``owner/name``.
         self.routes: dict[str, UpstreamRoute] = {route.ref: route for route in routes}
 
@@ -50,6 +56,8 @@ def build_registry(settings: Settings) -> ServedRegistry:
     """
     specs: list[ModelSpec] = list(BUILTIN_MODELS)
     upstream: list[UpstreamRoute] = []
+    collections: tuple[Collection, ...] = ()
+    readmes: dict[str, str] = {}
     if settings.models_file is not None:
         builtin = {spec.ref: spec for spec in BUILTIN_MODELS}
         routes = load_routes(settings.models_file, set(builtin))
@@ -62,7 +70,8 @@ def build_registry(settings: Settings) -> ServedRegistry:
                 spec = replace(spec, predictor_factory=factory)
             specs.append(spec)
         upstream = list(routes.upstream)
+        collections, readmes = routes.collections, routes.readmes
         specs.extend(pending_spec(route) for route in upstream)
     for path in settings.extra_models:
         specs.extend(_load_extra(path))
-    return ServedRegistry(specs, upstream)
+    return ServedRegistry(specs, upstream, collections, readmes)

@@ -44,13 +44,21 @@ def decode_cursor(cursor: str) -> tuple[str, datetime, str]:
         ) from exc
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|m|s)")
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_BARE_SECONDS = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)$")
+#: Replicate's minimum ``Cancel-After``.
+MIN_CANCEL_AFTER_SECONDS = 5.0
+#: Longer than anything can sensibly wait; beyond it a deadline could overflow the calendar.
+MAX_CANCEL_AFTER_SECONDS = 365 * 24 * 3600.0
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a Go-style duration (``30s``, ``5m``, ``1h30m``, ``1.5h``); ValueError if malformed."""
+    """Seconds in a ``Cancel-After`` duration: a bare number of seconds (``90``), or h/m/s parts that
+    combine (``30s``, ``5m``, ``1h30m45s``, ``1.5h``); ValueError if malformed."""
     text = text.strip()
+    if _BARE_SECONDS.match(text):
+        return float(text)
     position, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
         if match.start() != position:
@@ -58,12 +66,13 @@ def parse_duration(text: str) -> float:
         total += float(match[1]) * _DURATION_UNITS[match[2]]
         position = match.end()
     if not text or position != len(text):
-        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
+        raise ValueError(f"{text!r} is not a duration such as 90, 30s, 5m or 1h30m")
     return total
 
 
 def deadline_from_header(value: str | None, created_at: datetime) -> datetime | None:
-    """The ``deadline`` a ``Cancel-After`` header sets; 422 naming the header if it is malformed."""
+    """The ``deadline`` a ``Cancel-After`` header sets; 422 naming the header if it is malformed, under
+    Replicate's 5 s minimum or absurdly far away."""
     if value is None:
         return None
     try:
@@ -73,10 +82,10 @@ def deadline_from_header(value: str | None, created_at: datetime) -> datetime | 
             f"Cancel-After: {exc}",
             invalid_fields=[InvalidField("format", "Cancel-After", str(exc))],
         ) from exc
-    if seconds <= 0:
+    if not MIN_CANCEL_AFTER_SECONDS <= seconds <= MAX_CANCEL_AFTER_SECONDS:
+        message = f"must be from 5s to {int(MAX_CANCEL_AFTER_SECONDS // 3600)}h, got {value.strip()!r}"
         raise InvalidRequest(
-            "Cancel-After must be a positive duration",
-            invalid_fields=[InvalidField("format", "Cancel-After", "must be positive")],
+            f"Cancel-After {message}", invalid_fields=[InvalidField("out_of_range", "Cancel-After", message)]
         )
     return created_at + timedelta(seconds=seconds)
 

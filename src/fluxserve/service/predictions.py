@@ -41,6 +41,7 @@ WAIT_RECHECK_SECONDS = 5.0
 log = logging.getLogger("fluxserve.service")
 # How long a cancel request waits for the worker to stop, so the response usually reads "canceled".
 CANCEL_SETTLE_SECONDS = 1.0
+IGNORED_INPUT_LOG = "Ignored unknown input: {keys}\n"
 
 
 def new_prediction_id() -> str:
@@ -61,8 +62,10 @@ class PredictionService:
         max_input_bytes: int = 50 * 1024 * 1024,
         on_created: Callable[[str], None] | None = None,
         queue_cap: int = 0,
+        strict_inputs: bool = False,
     ) -> None:
         self.store = store
+        self.strict_inputs = strict_inputs
         self.queue_cap = queue_cap
         self.on_created = on_created
         self.max_input_bytes = max_input_bytes
@@ -117,14 +120,14 @@ class PredictionService:
                 raise InvalidVersion(
                     f"The specified version {ref!r} does not exist (or perhaps you don't have permission to use it?)"
                 )
-            return spec, spec.version_id
+            return spec, ref
         spec = self.registry.get(f"{parsed.owner}/{parsed.name}")
         if spec is None:
             raise InvalidVersion(f"Model {parsed.owner}/{parsed.name} is not served here.")
         version = parsed.version
         if version is None:
             return spec, "hidden"
-        if version != spec.version_id:
+        if version not in spec.version_ids:
             raise InvalidVersion(
                 f"Version {version} of {spec.ref} does not exist; the current version is {spec.version_id}."
             )
@@ -143,6 +146,7 @@ class PredictionService:
         wait: float | None = None,
         api_base: str | None = None,
         cancel_after: str | None = None,
+        deployment: str | None = None,
     ) -> PredictionRow:
         """Validate the input, store the prediction as ``starting`` and wake the workers.
 
@@ -151,7 +155,7 @@ class PredictionService:
         """
         if spec.unavailable:
             raise ServiceUnavailable(spec.unavailable, headers={"Retry-After": "60"})
-        validation = validate_input(spec.inputs, request.input)
+        validation = validate_input(spec.inputs, request.input, strict=self.strict_inputs)
         if not validation.errors and spec.input_check is not None:
             validation.errors.extend(spec.input_check(validation.values))
         if validation.errors:
@@ -166,7 +170,12 @@ class PredictionService:
                 f"{spec.ref} already has {self.queue_cap} predictions waiting; try again shortly.",
                 headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
             )
-        logs = ""
+        logs, stored_input = "", request.input
+        if validation.ignored:
+            # Dropped, not refused (as Replicate and Cog do), and said where the user looks.
+            logs = IGNORED_INPUT_LOG.format(keys=", ".join(validation.ignored))
+            stored_input = {k: v for k, v in request.input.items() if k not in validation.ignored}
+            log.info("%s: ignored unknown input %s", spec.ref, ", ".join(validation.ignored))
         available = await self.availability(spec.ref)
         if available.state == "failed":
             # Every worker serving it failed to load it: queuing would only fail later, so say why now.
@@ -176,10 +185,10 @@ class PredictionService:
             )
         if available.state == "no_worker":
             # Queued, not failed: a worker may start later. Say so where the user looks.
-            logs = NO_WORKER_LOG.format(model=spec.ref)
+            logs += NO_WORKER_LOG.format(model=spec.ref)
             log.warning("prediction queued for %s, which no live worker serves", spec.ref)
         elif available.state == "loading":
-            logs = LOADING_LOG.format(model=spec.ref)
+            logs += LOADING_LOG.format(model=spec.ref)
         created_at = utcnow()
         deadline = deadline_from_header(cancel_after, created_at)
         row = PredictionRow(
@@ -189,13 +198,14 @@ class PredictionService:
             key_id=key.id,
             model=spec.ref,
             version=version,
-            input=request.input,
+            input=stored_input,
             status=Status.STARTING,
             created_at=created_at,
             source=source,
             webhook=request.webhook,
             webhook_events_filter=list(request.webhook_events_filter) if request.webhook_events_filter else None,
             api_base=api_base,
+            deployment=deployment,
         )
         if wait is None:
             await self._insert(row, spec)
@@ -263,8 +273,10 @@ class PredictionService:
         cursor: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        source: str | None = None,
     ) -> Page:
-        """A page of the key's predictions, newest first, 100 a page."""
+        """A page of the key's predictions (of one ``source``, ``api`` or ``web``, if given), newest first,
+        100 a page."""
         before = after = None
         if cursor:
             direction, ts, pid = decode_cursor(cursor)
@@ -279,6 +291,7 @@ class PredictionService:
             after=after,
             created_after=created_after,
             created_before=created_before,
+            source=source,
         )
         more = len(rows) > PAGE_SIZE
         if after is not None:

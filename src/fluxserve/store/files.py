@@ -19,9 +19,11 @@ class FilesMixin(StoreBase):
         values = {k: getattr(row, k) for k in FileRow.__dataclass_fields__}
         await self.db.write(lambda conn: conn.execute(files.insert(), values))
 
-    async def get_file(self, file_id: str, key_id: str, *, now: datetime) -> FileRow | None:
-        """The key's unexpired file ``file_id``, or None."""
-        stmt = select(files).where(files.c.id == file_id, files.c.key_id == key_id, files.c.expires_at > now)
+    async def get_file(self, file_id: str, key_id: str | None, *, now: datetime) -> FileRow | None:
+        """The key's (with None: anyone's, for signed URLs) unexpired file ``file_id``, or None."""
+        stmt = select(files).where(files.c.id == file_id, files.c.expires_at > now)
+        if key_id is not None:
+            stmt = stmt.where(files.c.key_id == key_id)
 
         def query(conn: Connection) -> FileRow | None:
             row = conn.execute(stmt).mappings().first()

@@ -34,6 +34,16 @@ class KeysMixin(StoreBase):
         await self.db.write(lambda conn: conn.execute(api_keys.insert(), values))
         return row, token
 
+    async def key_by_id(self, key_id: str) -> KeyRow | None:
+        """The live key ``key_id``, or None (revoked keys too)."""
+        stmt = select(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+
+        def query(conn: Connection) -> KeyRow | None:
+            row = conn.execute(stmt).mappings().first()
+            return KeyRow(**dict(row)) if row is not None else None
+
+        return await self.db.read(query)
+
     async def key_by_token(self, token: str) -> KeyRow | None:
         """The live key whose token is ``token``, or None."""
 

@@ -123,13 +123,16 @@ class PredictionsMixin(StoreBase):
         after: tuple[datetime, str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        source: str | None = None,
     ) -> list[PredictionRow]:
-        """A key's predictions, newest first, keyset-paginated on (created_at, id).
+        """A key's predictions (of one ``source``, if given), newest first, keyset-paginated on (created_at, id).
 
         ``before`` gives the page after a cursor (older rows); ``after`` the page before one (newer
         rows, still returned newest first).
         """
         stmt = select(predictions).where(_P.key_id == key_id)
+        if source is not None:
+            stmt = stmt.where(_P.source == source)
         if created_after is not None:
             stmt = stmt.where(_P.created_at > created_after)
         if created_before is not None:
@@ -168,6 +171,7 @@ class PredictionsMixin(StoreBase):
                 _P.status.in_([s.value for s in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)]),
                 _P.completed_at < completed_before,
                 _P.data_removed.is_(False),
+                _P.example.is_(None),
             )
             .order_by(_P.completed_at)
             .limit(limit)
@@ -182,3 +186,30 @@ class PredictionsMixin(StoreBase):
             .values(input=None, output=None, logs=None, data_removed=True)
         )
         await self.db.write(lambda conn: conn.execute(stmt))
+
+    async def set_example(self, prediction_id: str, kind: str | None) -> PredictionRow | None:
+        """Make a prediction one of its model's examples (``kind`` "example" or "default": the model's one
+        default example, replacing any other) or, with None, an ordinary prediction again."""
+
+        def query(conn: Connection) -> PredictionRow | None:
+            row = _q_get(conn, prediction_id, None)
+            if row is None:
+                return None
+            if kind == "default":
+                conn.execute(
+                    update(predictions).where(_P.model == row.model, _P.example == "default").values(example="example")
+                )
+            conn.execute(update(predictions).where(_P.id == prediction_id).values(example=kind))
+            return _q_get(conn, prediction_id, None)
+
+        return await self.db.write(query)
+
+    async def examples(self, model: str, limit: int) -> list[PredictionRow]:
+        """A model's example predictions: the default first, then newest first."""
+        stmt = (
+            select(predictions)
+            .where(_P.model == model, _P.example.is_not(None))
+            .order_by(case((_P.example == "default", 0), else_=1), _P.created_at.desc(), _P.id.desc())
+            .limit(limit)
+        )
+        return await self.db.read(lambda conn: [PredictionRow.from_mapping(r) for r in conn.execute(stmt).mappings()])

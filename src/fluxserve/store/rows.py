@@ -33,6 +33,8 @@ class WorkerRow:
     last_seen_at: datetime
     #: {model: {"state": …, "since": ISO time, "load_seconds": …, "error": …}} (see :mod:`fluxserve.modelstate`).
     model_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: {"sku": …, "name": …} (see :mod:`fluxserve.worker.hardware`); empty for workers that predate it.
+    hardware: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +86,10 @@ class PredictionRow:
     attempts: int = 0
     api_base: str | None = None
     checkpoint: dict[str, Any] | None = None
+    #: ``owner/name`` of the deployment it was created through.
+    deployment: str | None = None
+    #: "example" or "default" when an operator made it one of its model's examples (kept past retention).
+    example: str | None = None
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> PredictionRow:
@@ -118,3 +124,25 @@ class FileRow:
     def blob_key(self) -> str:
         """Where the bytes are stored."""
         return f"files/{self.id}/content"
+
+
+@dataclass
+class DeploymentRow:
+    """A named, owner-scoped configuration of a model (Replicate's deployment) and its current release."""
+
+    owner: str
+    name: str
+    model: str
+    version: str
+    hardware: str
+    min_instances: int
+    max_instances: int
+    release_number: int
+    created_at: datetime
+    release_created_at: datetime
+    created_by: str
+
+    @classmethod
+    def from_mapping(cls, mapping: Any) -> DeploymentRow:
+        """Build from a SQLAlchemy row mapping."""
+        return cls(**{f.name: mapping[f.name] for f in fields(cls)})

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from fluxserve.store.base import TerminalHook
 from fluxserve.store.db import Database
+from fluxserve.store.deployments import DeploymentsMixin
 from fluxserve.store.files import FilesMixin
 from fluxserve.store.keys import KeysMixin
 from fluxserve.store.outbox import OutboxMixin
@@ -21,9 +22,9 @@ from fluxserve.store.queue import QueueMixin
 from fluxserve.store.workers import WorkerRegistry
 
 
-class Store(KeysMixin, PredictionsMixin, QueueMixin, OutboxMixin, FilesMixin):
-    """Async access to keys, predictions, the queue, webhooks, files and workers on SQLite or PostgreSQL
-    (same SQL on both)."""
+class Store(KeysMixin, PredictionsMixin, QueueMixin, OutboxMixin, FilesMixin, DeploymentsMixin):
+    """Async access to keys, predictions, the queue, webhooks, files, deployments and workers on SQLite or
+    PostgreSQL (same SQL on both)."""
 
     def __init__(self, db: Database, *, on_terminal: TerminalHook | None = None) -> None:
         self.db = db

@@ -95,6 +95,9 @@ predictions = Table(
     Column("checkpoint", JSON(none_as_null=True), nullable=True),
     # The queue position last written to a queued prediction's logs (so each move is logged once).
     Column("queue_position", Integer, nullable=True),
+    Column("deployment", String(401), nullable=True),
+    # "example" or "default": one of its model's examples, kept past the retention period.
+    Column("example", String(8), nullable=True),
     Index("ix_predictions_queue", "status", "model", "created_at"),
     Index("ix_predictions_key_created", "key_id", "created_at", "id"),
 )
@@ -112,6 +115,24 @@ workers = Table(
     Column("model_states", JSON(none_as_null=True), nullable=True),
     # Operator requests waiting for the worker: [{"action": "load" | "unload", "model": "o/n"}].
     Column("requests", JSON(none_as_null=True), nullable=True),
+    # {"sku": "gpu-h100", "name": "NVIDIA H100 80GB HBM3"}: what GET /v1/hardware lists.
+    Column("hardware", JSON(none_as_null=True), nullable=True),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("owner", String(200), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("hardware", String(100), nullable=False),
+    Column("min_instances", Integer, nullable=False),
+    Column("max_instances", Integer, nullable=False),
+    Column("release_number", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("release_created_at", UTCDateTime(), nullable=False),
+    Column("created_by", String(200), nullable=False),
 )
 
 webhook_deliveries = Table(

@@ -29,6 +29,8 @@ class WorkerRegistry:
         hostname: str,
         models: Sequence[str],
         states: Mapping[str, dict[str, Any]] | None = None,
+        *,
+        hardware: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Record that ``worker_id`` is alive, serves ``models`` with ``states``; return (and clear) the
         operator requests waiting for it."""
@@ -36,6 +38,8 @@ class WorkerRegistry:
         values: dict[str, Any] = {"last_seen_at": now, "models": list(models)}
         if states is not None:
             values["model_states"] = dict(states)
+        if hardware is not None:
+            values["hardware"] = hardware
 
         def upsert(conn: Connection) -> list[dict[str, Any]]:
             pending = conn.execute(select(_W.requests).where(_W.id == worker_id)).first()
@@ -64,6 +68,7 @@ class WorkerRegistry:
                     started_at=r["started_at"],
                     last_seen_at=r["last_seen_at"],
                     model_states=dict(r["model_states"] or {}),
+                    hardware=dict(r["hardware"] or {}),
                 )
                 for r in conn.execute(stmt).mappings()
             ]

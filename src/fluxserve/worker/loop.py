@@ -32,6 +32,7 @@ from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore
 from fluxserve.store.rows import PredictionRow
 from fluxserve.store.store import Store
+from fluxserve.worker import hardware
 from fluxserve.worker.inputs import InputResolver
 from fluxserve.worker.models import ModelManager
 from fluxserve.worker.runner import PredictionRun, RunEnv
@@ -138,7 +139,11 @@ class Worker:
     async def register(self) -> None:
         """Announce this worker, its models and their states; carry out operator requests waiting for it."""
         requests = await self.store.workers.heartbeat(
-            self.worker_id, socket.gethostname(), self.models, self.model_manager.states()
+            self.worker_id,
+            socket.gethostname(),
+            self.models,
+            self.model_manager.states(),
+            hardware=hardware.detect(self.settings.device),
         )
         for request in requests:
             action, model = request.get("action"), str(request.get("model"))

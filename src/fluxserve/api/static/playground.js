@@ -122,7 +122,9 @@
     const ref = schema.allOf && schema.allOf[0] && schema.allOf[0].$ref;
     if (!ref) return schema;
     const target = components[ref.split("/").pop()] || {};
-    return { ...target, ...schema, allOf: undefined, title: schema.title || target.title };
+    // Replicate's enum fields carry no title of their own (the component's title is the bare field name):
+    // leave it unset so the label falls back to the name written as Cog writes titles.
+    return { ...target, ...schema, allOf: undefined, title: schema.title };
   }
 
   function fieldKind(schema) {
@@ -250,7 +252,7 @@
       const label = document.createElement("label");
       label.htmlFor = inputElement.id;
       if (kind === "boolean") label.append(element);
-      label.append(schema.title || name);
+      label.append(schema.title || name.split("_").map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join(" "));
       if (required.has(name)) {
         const star = document.createElement("span");
         star.className = "required";
