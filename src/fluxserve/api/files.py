@@ -95,6 +95,16 @@ async def _metadata(value: Any) -> dict[str, Any]:
     return parsed
 
 
+def _bracketed_metadata(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``metadata[key]=value`` form fields as one object: how replicate-python 2.x (Stainless) encodes a
+    ``metadata`` dict in a multipart body. Form values carry no type, so they stay strings."""
+    return {
+        name[len("metadata[") : -1]: str(value)
+        for name, value in items
+        if name.startswith("metadata[") and name.endswith("]") and not isinstance(value, UploadFile)
+    }
+
+
 @router.post(
     "/files",
     status_code=201,
@@ -128,7 +138,7 @@ async def create_file(request: Request, c: CallDep) -> Response:
     if declared and declared.isdigit():
         files.check_declared_size(int(declared))
     try:
-        form = await request.form(max_files=2, max_fields=10)
+        form = await request.form(max_files=2, max_fields=64)
     except Exception as exc:
         raise InvalidRequest(
             f"expected a multipart/form-data body with a 'content' file part: {exc}",
@@ -146,7 +156,7 @@ async def create_file(request: Request, c: CallDep) -> Response:
             content.file,
             name=str(form.get("filename") or content.filename or "file"),
             content_type=str(form.get("type") or content.content_type or "application/octet-stream"),
-            metadata=await _metadata(form.get("metadata")),
+            metadata=await _metadata(form.get("metadata")) or _bracketed_metadata(form.multi_items()),
         )
     finally:
         await form.close()
