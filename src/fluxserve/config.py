@@ -124,6 +124,24 @@ class Settings(BaseSettings):
     file_ttl_seconds: int = Field(
         default=24 * 3600, gt=0, description="How long uploaded files live (Replicate: 24 h)."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A connection must send a whole request head within this (slowloris)."
+    )
+    body_idle_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request body that sends nothing for this long is cut off."
+    )
+    keep_alive_seconds: float = Field(default=5.0, ge=1, description="Idle keep-alive connections close after this.")
+    max_connections: int = Field(
+        default=1000, gt=0, description="Connections plus requests in flight beyond which requests get a 503."
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        gt=0,
+        description="Largest request body (JSON) the API reads; uploads to /v1/files have max_upload_bytes.",
+    )
+    max_text_chars: int = Field(
+        default=100_000, gt=0, description="Longest text input (a prompt) a prediction takes, in characters."
+    )
     strict_inputs: bool = Field(
         default=False,
         description="Refuse (422) input keys a model does not take. Default: drop them and say so in the "

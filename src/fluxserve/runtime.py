@@ -108,6 +108,7 @@ class Runtime:
             on_created=metrics.prediction_created,
             queue_cap=settings.queue_cap,
             strict_inputs=settings.strict_inputs,
+            max_text_chars=settings.max_text_chars,
         )
         webhooks = WebhookSender(
             store, NetPolicy(allow_loopback=settings.allow_loopback_urls), settings.default_api_base(), metrics=metrics

@@ -231,12 +231,12 @@ class Usage(BaseModel):
 
 
 class Account(BaseModel):
-    """The account behind the key in use (Replicate's fields, plus fluxserve's ``usage``)."""
+    """The account behind the key in use (Replicate's fields, plus fluxserve's ``usage``); no ``github_url``:
+    Replicate's document types it as a URI string, so it is left out rather than null."""
 
     type: Literal["user", "organization"] = "user"
     username: str
     name: str
-    github_url: str | None = None
     usage: Usage | None = None
 
 

@@ -143,7 +143,7 @@ async def test_search(fs: InProcess) -> None:
     assert [c["slug"] for c in found["collections"]] == ["flux"]
     assert (await fs.client.get("/v1/search", params={"query": "zzzz"})).json()["models"] == []
     empty = await fs.client.get("/v1/search", params={"query": " -- "})
-    assert empty.status_code == 422 and empty.json()["invalid_fields"][0]["field"] == "query"
+    assert empty.status_code == 200 and empty.json()["models"] == [] and empty.json()["collections"] == []
 
 
 async def test_readme_is_a_card_written_from_the_schema(fs: InProcess) -> None:
@@ -202,6 +202,9 @@ async def test_signed_download_urls(fs: InProcess) -> None:
     async with fs.client_with(None) as anonymous:
         got = await anonymous.get(url)
         assert (got.status_code, got.content) == (200, b"hello"), got.text
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert got.headers["x-content-type-options"] == "nosniff"
+        assert got.headers["content-disposition"] == "attachment; filename*=UTF-8''a.txt"
         sig = base64.b64decode(query["signature"][0])
         forged = base64.b64encode(bytes([sig[0] ^ 1]) + sig[1:]).decode()
         base = f"/v1/files/{uploaded['id']}/download"
@@ -236,7 +239,7 @@ async def _deployment_lifecycle(fs: InProcess) -> None:
     }  # fmt: skip
     await fs.wait_for((await fs.client.post(NOOP, json={"input": {}})).json()["id"])  # a worker has reported
     created = await fs.client.post("/v1/deployments", json=spec)
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text  # Replicate's document: 200
     release = created.json()["current_release"]
     assert created.json()["owner"] == fs.key.name and created.json()["name"] == "my-noop"
     assert (release["number"], release["model"], release["version"]) == (1, "fluxserve-fixtures/noop", noop)

@@ -38,16 +38,10 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from fluxserve.api.predictions import parse_prefer_wait
 from tests.conftest import make_server
+from tests.fuzz import CHECKS
 from tests.support import Server
 
 # 38 operations (19 under each prefix) are fuzzed; parameterless ones (GET /models, /account, …) exhaust their
@@ -55,13 +49,6 @@ from tests.support import Server
 # methods, boundary values) the total is ~2,200 requests in ~25-30 s, well over MIN_CASES.
 MAX_EXAMPLES = 50
 MIN_CASES = 1000
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
 # The last test checks how many cases all the others ran, so the module runs alone, in one process.
 pytestmark = pytest.mark.serial
 CASES: Counter[str] = Counter()

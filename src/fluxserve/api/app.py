@@ -15,6 +15,7 @@ from fluxserve.api import (
     deployments,
     directory,
     files,
+    keys,
     models,
     ops,
     outputs,
@@ -25,6 +26,7 @@ from fluxserve.api import (
     webhooks,
 )
 from fluxserve.api.auth import KeyCache
+from fluxserve.api.hygiene import RequestHygiene
 from fluxserve.api.ratelimit import RateLimiter
 from fluxserve.api.state import StateOpener
 from fluxserve.config import Settings
@@ -65,12 +67,13 @@ def create_app(settings: Settings, open_state: StateOpener) -> FastAPI:
     )
     problems.install(app)
     for prefix in API_PREFIXES:
-        routers = (predictions, models, directory, deployments, outputs, webhooks, files)
+        routers = (predictions, models, directory, deployments, outputs, webhooks, files, keys)
         for router in (module.router for module in routers):
             app.include_router(router, prefix=prefix)
         app.include_router(stream.router, prefix=prefix)
     app.include_router(pages.router)
     app.include_router(ops.router)
+    app.add_middleware(RequestHygiene, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, prefixes=API_PREFIXES)
     app.state.templates = pages.templates()
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

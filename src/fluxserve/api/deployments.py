@@ -118,7 +118,7 @@ async def list_deployments(c: CallDep) -> Response:
 
 @router.post(
     "/deployments",
-    status_code=201,
+    status_code=200,
     response_model=Deployment,
     responses=_CREATE_ERRORS,
     summary="Create a deployment",
@@ -127,7 +127,8 @@ async def list_deployments(c: CallDep) -> Response:
 async def create_deployment(request: Request, c: CallDep) -> Response:
     """A deployment of a served model, owned by the key's account (the key's name)."""
     body = await parse_json_body(request, DeploymentCreate)
-    return json_response(_render(await DeploymentService(c.svc).create(c.key, body.model_dump())), 201)
+    # 200, not 201: what Replicate's document specifies for this operation.
+    return json_response(_render(await DeploymentService(c.svc).create(c.key, body.model_dump())))
 
 
 @router.get("/deployments/{owner}/{name}", response_model=Deployment, responses=_ERRORS, summary="Get a deployment")

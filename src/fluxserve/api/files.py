@@ -7,7 +7,9 @@ Accepts the three multipart shapes the clients send: replicate-python's ``conten
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -95,6 +97,33 @@ async def _metadata(value: Any) -> dict[str, Any]:
     return parsed
 
 
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+def _download_headers(name: str) -> dict[str, str]:
+    return {
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def _upload_type(value: str) -> str:
+    """The declared type of an upload, checked: a bare media type (parameters dropped), else 422 naming it."""
+    base = value.split(";", 1)[0].strip()
+    if not _MEDIA_TYPE.match(base):
+        raise InvalidRequest(
+            f"type must be a media type such as image/png, got {value[:100]!r}",
+            invalid_fields=[InvalidField("format", "type", "must be a media type such as image/png")],
+        )
+    return base.lower()
+
+
+def _upload_name(value: str) -> str:
+    """A filename without control characters or path parts, at most 255 characters."""
+    name = "".join(c for c in value.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable())
+    return name[:255] or "file"
+
+
 def _bracketed_metadata(items: list[tuple[str, Any]]) -> dict[str, Any]:
     """``metadata[key]=value`` form fields as one object: how replicate-python 2.x (Stainless) encodes a
     ``metadata`` dict in a multipart body. Form values carry no type, so they stay strings."""
@@ -154,8 +183,8 @@ async def create_file(request: Request, c: CallDep) -> Response:
         row = await files.upload(
             c.key,
             content.file,
-            name=str(form.get("filename") or content.filename or "file"),
-            content_type=str(form.get("type") or content.content_type or "application/octet-stream"),
+            name=_upload_name(str(form.get("filename") or content.filename or "file")),
+            content_type=_upload_type(str(form.get("type") or content.content_type or "application/octet-stream")),
             metadata=await _metadata(form.get("metadata")) or _bracketed_metadata(form.multi_items()),
         )
     finally:
@@ -198,7 +227,9 @@ async def download_file(
         row, data = await files.read_signed(file_id, owner or "", expiry or "", signature or "")
     else:
         row, data = await files.read((await call(request)).key, file_id)
-    return Response(data, media_type=row.content_type)
+    # Always octet-stream, as Replicate's document has it: an uploaded text/html page never renders on this
+    # origin (the file object's content_type still says what was uploaded).
+    return Response(data, media_type="application/octet-stream", headers=_download_headers(row.name))
 
 
 @router.delete("/files/{file_id}", status_code=204, responses=_ERRORS, summary="Delete a file")

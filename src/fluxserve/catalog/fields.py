@@ -11,6 +11,9 @@ from typing import Any, Literal
 from fluxserve.catalog.sizes import MAX_URI_ARRAY_ITEMS
 from fluxserve.errors import InvalidField
 
+#: The largest seed: torch.Generator.manual_seed takes 0..2^64-1.
+SEED_MAX = 2**64 - 1
+
 #: ``json`` takes any JSON value unchecked: for fields of a forwarded model's schema that the catalog has no
 #: type for (objects, arrays of non-URIs); the upstream validates them.
 FieldType = Literal["string", "integer", "number", "boolean", "uri", "uri_array", "json"]
@@ -104,11 +107,18 @@ def _format_choices(choices: tuple[Any, ...]) -> str:
     return ", ".join(f'"{c}"' if isinstance(c, str) else str(c) for c in choices)
 
 
-def _check_field(f: InputField, raw: Any) -> tuple[Any, InvalidField | None]:
+def _check_field(f: InputField, raw: Any, max_text: int | None) -> tuple[Any, InvalidField | None]:
     key = f"input.{f.name}"
     value, type_error = _check_type(f, raw)
     if type_error:
         return raw, InvalidField("invalid_type", key, f"{f.name} {type_error}")
+    if f.name == "seed" and f.type == "integer" and not 0 <= value <= SEED_MAX:
+        # What torch.Generator.manual_seed takes; beyond it the run would fail without naming the input.
+        return value, InvalidField("out_of_range", key, f"seed must be from 0 to {SEED_MAX} (got {_show(raw)})")
+    if max_text is not None and f.type == "string" and len(value) > max_text:
+        return value, InvalidField(
+            "too_long", key, f"{f.name} must be at most {max_text} characters (got {len(value)})"
+        )
     if f.type == "uri_array" and not value:
         return value, InvalidField("too_short", key, f"{f.name} must contain at least one URI")
     if f.type == "uri_array" and len(value) > MAX_URI_ARRAY_ITEMS:
@@ -146,14 +156,17 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def validate_input(fields: tuple[InputField, ...], raw: Any, *, strict: bool = False) -> InputValidation:
+def validate_input(
+    fields: tuple[InputField, ...], raw: Any, *, strict: bool = False, max_text: int | None = None
+) -> InputValidation:
     """Validate a client's ``input`` object against ``fields``.
 
     Wrong types, out-of-range numbers, values outside an enum and missing required fields are all
     reported at once. ``None`` counts as absent, as in Cog. Unknown keys are set aside in ``ignored``
     (Replicate checks unknown properties only at the top level; Cog ignores extra inputs with a
     warning, and clients such as the Vercel AI SDK always send ``num_outputs``); ``strict`` makes
-    them errors instead.
+    them errors instead. ``max_text`` caps the length of text inputs (prompts); ``seed`` is always
+    bounded to 0..2^64-1, what the generator accepts.
     """
     result = InputValidation()
     if not isinstance(raw, dict):
@@ -180,7 +193,7 @@ def validate_input(fields: tuple[InputField, ...], raw: Any, *, strict: bool = F
             else:
                 result.values[f.name] = f.default if f.has_default else None
             continue
-        value, error = _check_field(f, raw_value)
+        value, error = _check_field(f, raw_value, max_text)
         if error:
             result.errors.append(error)
         else:

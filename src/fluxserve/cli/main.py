@@ -67,6 +67,7 @@ def serve(
     import uvicorn
 
     from fluxserve.api.app import create_app
+    from fluxserve.api.connections import guarded_protocol
     from fluxserve.runtime import open_api_state
 
     settings = _settings(
@@ -93,6 +94,11 @@ def serve(
         server_header=False,
         # X-Forwarded-* is honoured by our URL builder only when trust_forwarded_headers is set.
         proxy_headers=False,
+        # Slow or silent connections are closed (uvicorn alone would hold them forever); beyond max_connections
+        # a request gets a fast 503 instead of a slot.
+        http=guarded_protocol(settings.header_timeout_seconds, settings.body_idle_timeout_seconds),
+        timeout_keep_alive=int(settings.keep_alive_seconds),
+        limit_concurrency=settings.max_connections,
     )
     uvicorn.Server(config).run()
 
@@ -221,6 +227,25 @@ def _create_key(name: str, admin: bool) -> Callable[[Store], Awaitable[tuple[Key
         return await store.create_key(name, admin=admin)
 
     return create
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id, or a name (every live key with that name).")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: every API replica refuses it within seconds (their key caches last 5 s)."""
+
+    async def revoke(store: Store) -> list[KeyRow]:
+        return await store.revoke_keys(key)
+
+    revoked = asyncio.run(_with_store(_settings(data_dir=data_dir, database_url=database_url), revoke))
+    if not revoked:
+        typer.echo(f"No live key has the id or name {key!r} (fluxserve keys list shows them).", err=True)
+        raise typer.Exit(1)
+    for row in revoked:
+        typer.echo(f"Revoked key {row.id} ({row.name}).")
 
 
 def _timestamp(value: str | None) -> datetime | None:

@@ -181,9 +181,12 @@ class WebhookSender:
             if not response.is_success:
                 log.info("webhook %s for %s answered %s", event, row.id, response.status_code)
             outcome = "success" if response.is_success else "http_error"
-        except (httpx.HTTPError, UnsafeURL, OSError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, UnsafeURL, OSError, ValueError) as exc:
             log.info("webhook %s for %s failed: %s", event, row.id, exc)
-            outcome = "unsafe_url" if isinstance(exc, UnsafeURL) else "network_error"
+            outcome = "network_error" if isinstance(exc, httpx.HTTPError | OSError) else "unsafe_url"
+        except Exception:  # a spawned task: nothing may escape it unretrieved
+            log.exception("webhook %s for %s failed", event, row.id)
+            outcome = "network_error"
         self._count("event", outcome)
 
     def _count(self, kind: str, outcome: str, *, gave_up: bool = False) -> None:
@@ -239,9 +242,11 @@ class WebhookSender:
             if response.status_code == 429:
                 with contextlib.suppress(ValueError):
                     retry_after = min(float(response.headers.get("retry-after", "")), 3600.0)
-        except UnsafeURL as exc:
+        except (UnsafeURL, httpx.InvalidURL, ValueError) as exc:
+            # No retry can succeed: the URL itself is refused (or cannot even be sent). Say why, once.
+            log.warning("webhook %s for %s: giving up: %s", delivery["id"], delivery["prediction_id"], exc)
             self._count("completed", "unsafe_url", gave_up=True)
-            await self.store.delivery_failed(delivery["id"], attempts, str(exc))
+            await self.store.delivery_failed(delivery["id"], attempts, f"{type(exc).__name__}: {exc}")
             return
         except (httpx.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"

@@ -33,11 +33,41 @@ class NetPolicy:
     allow_loopback: bool = False
 
 
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+# RFC 8215 local-use NAT64: only ever routed inside one network, so never a public destination.
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, IPv4-compatible, NAT64, 6to4, Teredo): where
+    NAT64 or 6to4 exists, a packet to it reaches them, so they must pass the same check."""
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return [low32]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return [client, server]
+    return []
+
+
 def check_address(address: str, policy: NetPolicy) -> None:
     """Raise :class:`UnsafeURL` unless ``address`` (an IP literal) may be contacted."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            raise UnsafeURL(f"{address} is in the local-use NAT64 prefix 64:ff9b:1::/48, not a public address")
+        for inner in embedded_ipv4(ip):
+            try:
+                check_address(str(inner), policy)
+            except UnsafeURL as exc:
+                raise UnsafeURL(f"{address} embeds {inner}, which is not a public address") from exc
+        if ip.ipv4_mapped is not None:
+            return  # the embedded IPv4 address passed: that is where the packet goes
     if ip.is_loopback and policy.allow_loopback:
         return
     if not ip.is_global or ip.is_multicast:
@@ -46,8 +76,12 @@ def check_address(address: str, policy: NetPolicy) -> None:
 
 def check_url(url: str) -> None:
     """Raise :class:`UnsafeURL` for anything but an absolute http(s) URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise UnsafeURL(f"not a valid URL: {url[:80]!r}") from exc
+    if parts.scheme not in ("http", "https") or not hostname:
         raise UnsafeURL(f"only http and https URLs are allowed, not {url[:80]!r}")
 
 

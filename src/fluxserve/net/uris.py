@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+import httpx
+
 _OWN_FILE = re.compile(r"/v1/files/(?P<id>[a-z2-7]{26})(?:/download)?/?$")
 _OWN_OUTPUT = re.compile(r"/v1/outputs/(?P<pid>[a-z2-7]{26})/(?P<name>[A-Za-z0-9._-]+)$")
 
@@ -64,9 +66,17 @@ def check_uri_syntax(uri: str, field: str) -> None:
     """Refuse anything but ``data:`` and http(s) URLs (checked at create time)."""
     if uri.startswith("data:"):
         return
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(uri)
+        hostname, _port = parts.hostname, parts.port
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket, a port over 65535
+        raise InputURIError(f"{field}: is not a valid URL: {exc} (got {uri[:60]!r})") from exc
+    if parts.scheme not in ("http", "https") or not hostname:
         raise InputURIError(
             f"{field}: must be an http(s) URL, a data: URI or the URL of a file uploaded to /v1/files "
             f"(got {uri[:60]!r})"
         )
+    try:
+        httpx.URL(uri)  # what fetches it: a URL it cannot parse would fail at run time instead
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InputURIError(f"{field}: is not a valid URL: {exc} (got {uri[:60]!r})") from exc

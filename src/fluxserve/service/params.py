@@ -7,8 +7,10 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
+
+import httpx
 
 from fluxserve.errors import InvalidField, InvalidRequest
 from fluxserve.store.rows import PredictionRow
@@ -23,6 +25,9 @@ class Page:
     previous_cursor: str | None
 
 
+_ID = re.compile(r"[a-z0-9]{1,32}")
+
+
 def encode_cursor(direction: str, row: PredictionRow) -> str:
     """An opaque cursor for the page after (``n``) or before (``p``) ``row``."""
     raw = f"{direction}|{row.created_at.isoformat()}|{row.id}".encode()
@@ -34,10 +39,12 @@ def decode_cursor(cursor: str) -> tuple[str, datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         direction, ts, pid = raw.split("|")
-        if direction not in ("n", "p"):
-            raise ValueError(direction)
-        return direction, datetime.fromisoformat(ts), pid
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        created = datetime.fromisoformat(ts)
+        # Only what encode_cursor makes: an aware time (a naive one cannot be compared) and an id of ours.
+        if direction not in ("n", "p") or created.tzinfo is None or not _ID.fullmatch(pid):
+            raise ValueError(raw)
+        return direction, created.astimezone(UTC), pid
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest(
             "cursor is not valid: pass the next or previous URL of a page as it is",
             invalid_fields=[InvalidField("invalid", "cursor", "malformed cursor")],
@@ -90,13 +97,35 @@ def deadline_from_header(value: str | None, created_at: datetime) -> datetime | 
     return created_at + timedelta(seconds=seconds)
 
 
+#: Longer than any real endpoint needs (Cog's schema allows 65,536, which httpx refuses to send).
+MAX_WEBHOOK_CHARS = 2048
+
+
 def check_webhook(url: str | None) -> None:
-    """422 unless ``url`` is absent or an absolute http(s) URL (where it may point is checked when sending)."""
+    """422 unless ``url`` is absent or an absolute http(s) URL the sender can parse (where it may point is checked
+    when sending): one that would fail at every delivery attempt is refused now, naming the field."""
     if url is None:
         return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    shown = url if len(url) <= 100 else url[:100] + "…"
+    reason = None
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = urlsplit("")
+    if len(url) > MAX_WEBHOOK_CHARS:
+        reason = f"must be at most {MAX_WEBHOOK_CHARS} characters"
+    elif parts.scheme not in ("http", "https") or not parts.netloc:
+        reason = "must be an absolute http(s) URL"
+    elif any(c.isspace() or not c.isprintable() for c in url):
+        reason = "must not contain spaces or control characters"
+    else:
+        try:
+            parsed = httpx.URL(url)
+            if not parsed.host or (parsed.port is not None and not 0 < parsed.port < 65536):
+                reason = "must name a host and a port from 1 to 65535"
+        except (httpx.InvalidURL, ValueError) as exc:
+            reason = f"is not a valid URL ({exc})"
+    if reason is not None:
         raise InvalidRequest(
-            f"webhook must be an absolute http(s) URL, got {url!r}",
-            invalid_fields=[InvalidField("format", "webhook", "must be an http(s) URL")],
+            f"webhook {reason}, got {shown!r}", invalid_fields=[InvalidField("format", "webhook", reason)]
         )

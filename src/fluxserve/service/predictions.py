@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from fluxserve.catalog.fields import validate_input
 from fluxserve.catalog.registry import ModelSpec, Registry
 from fluxserve.errors import (
@@ -30,10 +32,12 @@ from fluxserve.predictors.images import sniff_image
 from fluxserve.refs import parse_model_ref
 from fluxserve.schema import PredictionRequest, utcnow
 from fluxserve.service.params import Page, check_webhook, deadline_from_header, decode_cursor, encode_cursor
-from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow, WorkerRow
+from fluxserve.store.rows import KeyRow, PredictionRow, UsageRow, WorkerRow, db_text
 from fluxserve.store.store import Store
 
 PAGE_SIZE = 100
+#: A list page stops early (with a next cursor) once its predictions' data reaches this many bytes.
+MAX_PAGE_BYTES = 8 * 1024 * 1024
 LIVE_WORKERS_CACHE_SECONDS = 1.0
 QUEUE_FULL_RETRY_SECONDS = 5
 # Even when no event arrives, a waiter re-reads this often (events can be lost while a database restarts).
@@ -42,6 +46,17 @@ log = logging.getLogger("fluxserve.service")
 # How long a cancel request waits for the worker to stop, so the response usually reads "canceled".
 CANCEL_SETTLE_SECONDS = 1.0
 IGNORED_INPUT_LOG = "Ignored unknown input: {keys}\n"
+
+
+def _within_page_bytes(rows: list[PredictionRow]) -> list[PredictionRow]:
+    """The leading rows whose input, output and logs fit in :data:`MAX_PAGE_BYTES` (at least one): a page of
+    a hundred predictions with megabyte prompts must not become a response of hundreds of megabytes."""
+    total = 0
+    for i, row in enumerate(rows):
+        total += len(orjson.dumps([row.input, row.output])) + len(row.logs or "") + 1024
+        if total > MAX_PAGE_BYTES and i > 0:
+            return rows[:i]
+    return rows
 
 
 def new_prediction_id() -> str:
@@ -63,8 +78,10 @@ class PredictionService:
         on_created: Callable[[str], None] | None = None,
         queue_cap: int = 0,
         strict_inputs: bool = False,
+        max_text_chars: int | None = None,
     ) -> None:
         self.store = store
+        self.max_text_chars = max_text_chars
         self.strict_inputs = strict_inputs
         self.queue_cap = queue_cap
         self.on_created = on_created
@@ -155,7 +172,7 @@ class PredictionService:
         """
         if spec.unavailable:
             raise ServiceUnavailable(spec.unavailable, headers={"Retry-After": "60"})
-        validation = validate_input(spec.inputs, request.input, strict=self.strict_inputs)
+        validation = validate_input(spec.inputs, request.input, strict=self.strict_inputs, max_text=self.max_text_chars)
         if not validation.errors and spec.input_check is not None:
             validation.errors.extend(spec.input_check(validation.values))
         if validation.errors:
@@ -173,7 +190,8 @@ class PredictionService:
         logs, stored_input = "", request.input
         if validation.ignored:
             # Dropped, not refused (as Replicate and Cog do), and said where the user looks.
-            logs = IGNORED_INPUT_LOG.format(keys=", ".join(validation.ignored))
+            # Escaped as the store escapes text, so the create response reads as every later GET does.
+            logs = db_text(IGNORED_INPUT_LOG.format(keys=", ".join(validation.ignored))) or ""
             stored_input = {k: v for k, v in request.input.items() if k not in validation.ignored}
             log.info("%s: ignored unknown input %s", spec.ref, ", ".join(validation.ignored))
         available = await self.availability(spec.ref)
@@ -297,10 +315,14 @@ class PredictionService:
         if after is not None:
             # Walking back towards newer rows: the extra row sits at the new (top) end.
             rows = rows[1:] if more else rows
+            kept = len(_within_page_bytes(list(reversed(rows))))  # counted from the cursor outward
+            more, rows = more or kept < len(rows), rows[len(rows) - kept :]
             next_cursor = encode_cursor("n", rows[-1]) if rows else None
             previous_cursor = encode_cursor("p", rows[0]) if more and rows else None
         else:
             rows = rows[:PAGE_SIZE]
+            kept = len(_within_page_bytes(rows))
+            more, rows = more or kept < len(rows), rows[:kept]
             next_cursor = encode_cursor("n", rows[-1]) if more else None
             previous_cursor = encode_cursor("p", rows[0]) if before is not None and rows else None
         return Page(rows, next_cursor, previous_cursor)

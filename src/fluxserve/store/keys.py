@@ -62,6 +62,20 @@ class KeysMixin(StoreBase):
 
         return await self.db.read(query)
 
+    async def revoke_keys(self, id_or_name: str) -> list[KeyRow]:
+        """Revoke the live key with that id, or else every live key with that name; the keys revoked."""
+        now = utcnow()
+        live = api_keys.c.revoked_at.is_(None)
+
+        def query(conn: Connection) -> list[KeyRow]:
+            match = api_keys.c.id == id_or_name
+            if conn.execute(select(api_keys.c.id).where(match, live)).first() is None:
+                match = api_keys.c.name == id_or_name
+            rows = conn.execute(update(api_keys).where(match, live).values(revoked_at=now).returning(api_keys))
+            return [KeyRow(**r) for r in rows.mappings().all()]
+
+        return await self.db.write(query)
+
     async def count_keys(self) -> int:
         """How many live keys exist."""
         stmt = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))

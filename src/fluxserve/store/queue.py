@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, func, or_, select, update
 from fluxserve.lifecycle import Status
 from fluxserve.schema import utcnow
 from fluxserve.store.base import StoreBase, add_to_outbox, prediction_or_none
-from fluxserve.store.rows import PredictionRow
+from fluxserve.store.rows import PredictionRow, db_text
 from fluxserve.store.tables import predictions
 
 _P = predictions.c
@@ -108,7 +108,7 @@ class QueueMixin(StoreBase):
         """
         values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
         if logs is not None:
-            values["logs"] = logs
+            values["logs"] = db_text(logs)
         if output is not _UNSET:
             values["output"] = output
         if checkpoint is not None:
@@ -150,8 +150,8 @@ class QueueMixin(StoreBase):
             "token": lease_token,
             "new_status": status.value,
             "new_output": output,
-            "new_logs": logs,
-            "new_error": error,
+            "new_logs": db_text(logs),
+            "new_error": db_text(error),
             "new_metrics": metrics,
             "completed": completed_at,
         }
@@ -191,7 +191,7 @@ class QueueMixin(StoreBase):
         fail = (
             update(predictions)
             .where(*where)
-            .values(status=Status.FAILED.value, error=error, completed_at=utcnow(), **released)
+            .values(status=Status.FAILED.value, error=db_text(error), completed_at=utcnow(), **released)
             .returning(*predictions.c)
         )
 
@@ -208,7 +208,7 @@ class QueueMixin(StoreBase):
         stmt = (
             update(predictions)
             .where(_P.model == model, _P.status == Status.STARTING.value)
-            .values(status=Status.FAILED.value, error=error, completed_at=utcnow())
+            .values(status=Status.FAILED.value, error=db_text(error), completed_at=utcnow())
             .returning(*predictions.c)
         )
         return await self._end(stmt)
@@ -267,7 +267,7 @@ class QueueMixin(StoreBase):
         stmt = (
             update(predictions)
             .where(_P.status == Status.STARTING.value, _P.deadline.is_not(None), _P.deadline <= now)
-            .values(status=Status.CANCELED.value, error=error, completed_at=now, cancel_requested=True)
+            .values(status=Status.CANCELED.value, error=db_text(error), completed_at=now, cancel_requested=True)
             .returning(*predictions.c)
         )
         return await self._end(stmt)

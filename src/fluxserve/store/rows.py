@@ -57,6 +57,21 @@ class UsageRow:
         return self.predictions - self.succeeded - self.failed - self.canceled
 
 
+def db_text(text: str | None) -> str | None:
+    """``text`` as every database stores it: PostgreSQL text refuses NUL, and neither side can encode a lone
+    surrogate, so a predictor's error (or a log line) holding one is kept, readable, instead of failing the
+    write."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass
 class PredictionRow:
     """One prediction: the job and its result."""
@@ -102,6 +117,7 @@ class PredictionRow:
         """Column values for an INSERT."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["status"] = self.status.value
+        values["logs"], values["error"] = db_text(self.logs), db_text(self.error)
         return values
 
 
