@@ -7,6 +7,7 @@ off, so nothing here runs a model (what only a run can find out is tested with a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -246,3 +247,43 @@ async def test_list_pages_are_bounded_in_bytes(fs: InProcess, monkeypatch: pytes
         assert [pid for p in pages for pid in p] == ids[::-1]
         back = (await client.get(page["previous"])).json() if page["previous"] else None
         assert back is not None and [p["id"] for p in back["results"]] == pages[1]
+
+
+async def test_the_outbox_gives_up_at_once_on_a_url_that_cannot_be_sent(fs: InProcess) -> None:
+    # A row written before create refused such URLs (or by an older version): it must not be retried forever.
+    from sqlalchemy import select
+
+    from fluxserve.schema import utcnow
+    from fluxserve.store.tables import webhook_deliveries
+
+    row = {
+        "id": "msg_unsendable_" + fs.store.dialect, "prediction_id": "p", "key_id": fs.key.id,
+        "url": "http://0177.0.0.1:5999/hook", "body": "{}", "state": "pending", "attempts": 0,
+        "next_attempt_at": utcnow(), "created_at": utcnow(),
+    }  # fmt: skip
+    await fs.store.db.write(lambda conn: conn.execute(webhook_deliveries.insert(), row))
+    fs.runtime.webhooks.wake.set()
+    stmt = select(webhook_deliveries.c.state, webhook_deliveries.c.attempts, webhook_deliveries.c.last_error).where(
+        webhook_deliveries.c.id == row["id"]
+    )
+    for _ in range(100):
+        state, attempts, error = await fs.store.db.read(lambda conn: conn.execute(stmt).one())
+        if state != "pending":
+            break
+        await asyncio.sleep(0.1)
+    assert (state, attempts) == ("failed", 1)
+    assert "InvalidURL" in error and "0177.0.0.1" in error
+
+
+async def test_a_predictor_error_holding_a_nul_is_stored(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with database_for("postgres") as url:
+        async with open_inprocess(
+            tmp_path_factory.mktemp("nul-error"), url, worker_models=["fluxserve-fixtures/raises-in-predict"]
+        ) as fs:
+            created = await fs.client.post(
+                "/v1/models/fluxserve-fixtures/raises-in-predict/predictions",
+                json={"input": {"message": "bad byte \x00 here"}},
+            )
+            done = await fs.wait_for(created.json()["id"])
+    assert done["status"] == "failed"
+    assert "bad byte \\x00 here" in done["error"]
