@@ -11,6 +11,8 @@ from pydantic import (
     Field,
     PlainSerializer,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
     model_serializer,
 )
 
@@ -65,8 +67,10 @@ class Prediction(BaseModel):
     id: str = Field(description="26 lower-case base32 characters")
     model: str
     version: str = Field(description='A 64-hex version id, or "hidden" for model-route predictions')
-    input: dict[str, Any] = Field(description="As sent, less ignored keys; {} once the data is removed")
-    logs: str = Field(description='"" once the data is removed')
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="As sent, less ignored keys; {} once the data is removed"
+    )
+    logs: str = Field("", description='"" once the data is removed')
     output: Any = None
     data_removed: bool = False
     error: str | None = None
@@ -81,6 +85,14 @@ class Prediction(BaseModel):
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] | None = None
     deployment: str | None = Field(None, description="owner/name of the deployment it was created through")
+
+    @field_validator("input", "logs", mode="before")
+    @classmethod
+    def _removed_is_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        # Other servers (and Replicate's creation responses) send null or nothing; read it as empty.
+        if value is None:
+            return {} if info.field_name == "input" else ""
+        return value
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

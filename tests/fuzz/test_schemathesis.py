@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,8 @@ from tests.support import Server
 # methods, boundary values) the total is ~2,200 requests in ~25-30 s, well over MIN_CASES.
 MAX_EXAMPLES = 50
 MIN_CASES = 1000
-# The last test checks how many cases all the others ran, so the module runs alone, in one process.
-pytestmark = pytest.mark.serial
+# The last test checks how many cases all the others ran: scripts/test distributes whole modules (--dist loadfile),
+# so they all run in one process.
 CASES: Counter[str] = Counter()
 STATUSES: Counter[int] = Counter()
 STARTED = time.monotonic()
@@ -90,15 +90,7 @@ def test_served_document_is_the_fuzzed_one(fuzz_server: Server) -> None:
     assert httpx.get(f"{fuzz_server.base}/openapi.json").json() == DOCUMENT
 
 
-@schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,  # no .hypothesis/ directory: derandomized runs replay the same cases anyway
-    suppress_health_check=list(HealthCheck),
-)
-def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, fuzz_server: Server) -> None:
+def _fuzz(case: schemathesis.Case, fuzz_server: Server) -> None:
     """Every generated request gets a documented, schema-conforming, non-5xx answer."""
     prefer = (case.headers or {}).get("prefer")
     if prefer is not None and parse_prefer_wait(prefer) is not None:
@@ -119,10 +111,36 @@ def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, fuzz_serv
     STATUSES[response.status_code] += 1
 
 
+def _operation_test(operation_id: str) -> Callable[[schemathesis.Case, Server], None]:
+    """The fuzz test of one operation: a function of its own, so that its pytest node id is its own (one
+    ``schema.parametrize()`` over every operation gives them all one node id, and pytest-xdist then runs one)."""
+
+    @schema.include(operation_id=operation_id).parametrize()
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,  # no .hypothesis/ directory: derandomized runs replay the same cases anyway
+        suppress_health_check=list(HealthCheck),
+    )
+    def test(case: schemathesis.Case, fuzz_server: Server) -> None:
+        _fuzz(case, fuzz_server)
+
+    test.__doc__ = f"{operation_id}: every generated request gets a documented, non-5xx answer."
+    operation_test: Callable[[schemathesis.Case, Server], None] = test
+    return operation_test
+
+
+for _path in DOCUMENT["paths"].values():
+    for _operation in _path.values():
+        if isinstance(_operation, dict) and "operationId" in _operation:
+            globals()[f"test_{_operation['operationId']}"] = _operation_test(_operation["operationId"])
+
+
 def test_enough_cases_ran() -> None:
     """The fuzz test above ran at least MIN_CASES generated requests (runs after it: same module, later)."""
     if not CASES:
-        pytest.skip("only meaningful after test_api_conforms_to_its_openapi_document in the same run")
+        pytest.skip("only meaningful after the operations' tests above, in the same run")
     total = sum(CASES.values())
     elapsed = time.monotonic() - STARTED
     print(f"schemathesis: {total} cases over {len(CASES)} operations in {elapsed:.1f}s")
