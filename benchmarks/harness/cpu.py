@@ -105,3 +105,23 @@ async def wait_until_quiet(threshold: float, max_wait: float, window: float) -> 
         share = (busy1 - busy0) / (loop.time() - t0)
         if share <= threshold or loop.time() >= deadline:
             return share
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``: a server started with ``start_new_session`` and the children it
+    spawned (granian's worker process, for one); empty without ``/proc``."""
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            # After the parenthesised comm: state, ppid, pgrp.
+            if int(text[text.rindex(")") + 2 :].split()[2]) == pgid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's children that have exited and been waited for (a load
+    generator run with :func:`subprocess.run`, for one)."""
+    own = os.times()
+    return own.children_user + own.children_system
