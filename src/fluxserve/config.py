@@ -73,6 +73,28 @@ class Settings(BaseSettings):
         default="black-forest-labs/FLUX.1-Kontext-dev",
         description="Hugging Face repo id (gated) or local diffusers directory for flux-kontext-dev.",
     )
+    flux_krea_dev_weights: str = Field(
+        default="black-forest-labs/FLUX.1-Krea-dev",
+        description="Hugging Face repo id (gated) or local diffusers directory for flux-krea-dev.",
+    )
+    flux2_dev_weights: str = Field(
+        default="black-forest-labs/FLUX.2-dev",
+        description="Hugging Face repo id (gated) or local diffusers directory for flux-2-dev.",
+    )
+    flux2_klein_4b_weights: str = Field(
+        default="black-forest-labs/FLUX.2-klein-4B",
+        description="Hugging Face repo id or local diffusers directory for flux-2-klein-4b.",
+    )
+    flux2_klein_9b_weights: str = Field(
+        default="black-forest-labs/FLUX.2-klein-9B",
+        description="Hugging Face repo id (gated) or local diffusers directory for flux-2-klein-9b.",
+    )
+    accept_noncommercial_licenses: bool = Field(
+        default=False,
+        description="Serve the models whose weights are licensed for non-commercial use only (FLUX.1 [dev], "
+        "Kontext [dev], Krea [dev], FLUX.2 [dev], FLUX.2 [klein] 9B): set it only if your use is allowed by "
+        "their licenses. --demo sets it (its weights are random).",
+    )
     # go_fast (fluxserve.predictors.go_fast): how the pipeline of `go_fast: true` requests is built on a GPU.
     go_fast_steps: str = Field(
         default="default",
@@ -294,6 +316,12 @@ class Settings(BaseSettings):
     def scratch_dir(self) -> Path:
         """Directory where predictors write files before they are stored."""
         return self.data_dir / "tmp"
+
+    @property
+    def noncommercial_accepted(self) -> bool:
+        """Whether non-commercial models are served: the operator accepted their licenses, or ``--demo``
+        serves random weights that no license covers."""
+        return self.accept_noncommercial_licenses or self.demo
 
     @property
     def demo_weights_dir(self) -> Path:

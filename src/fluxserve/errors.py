@@ -53,6 +53,13 @@ class Forbidden(FluxserveError):
     title = "Forbidden"
 
 
+class LicenseNotAccepted(FluxserveError):
+    """A model under a license the operator has not accepted (non-commercial weights); no key can change that."""
+
+    status = 403
+    title = "Model license not accepted"
+
+
 class NotFound(FluxserveError):
     """A resource that does not exist or belongs to another key."""
 

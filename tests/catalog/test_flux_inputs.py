@@ -85,13 +85,15 @@ def test_kontext_tables() -> None:
 def test_registry_serves_the_flux_family() -> None:
     assert [spec.ref for spec in BUILTIN_MODELS] == [
         "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev", "black-forest-labs/flux-kontext-dev",
+        "black-forest-labs/flux-krea-dev", "black-forest-labs/flux-2-klein-4b", "black-forest-labs/flux-2-klein-9b",
+        "black-forest-labs/flux-2-dev",
     ]  # fmt: skip
-    assert len({spec.version_id for spec in BUILTIN_MODELS}) == 3
+    assert len({spec.version_id for spec in BUILTIN_MODELS}) == 7
     dev_output = FLUX_DEV.openapi_schema["components"]["schemas"]["Output"]
     assert dev_output == {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
     kontext_output = FLUX_KONTEXT_DEV.openapi_schema["components"]["schemas"]["Output"]
     assert kontext_output == {"type": "string", "format": "uri", "title": "Output"}
-    assert build_registry(Settings()).get("black-forest-labs/flux-kontext-dev") is FLUX_KONTEXT_DEV
+    assert build_registry(Settings(demo=True)).get("black-forest-labs/flux-kontext-dev") is FLUX_KONTEXT_DEV
 
 
 def test_weights_settings() -> None:

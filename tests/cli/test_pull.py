@@ -96,9 +96,37 @@ def test_gated_repo_message(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
         raise GatedRepoError(f"401 Client Error: access to model {repo_id} is restricted", response=response)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
     with pytest.raises(typer.Exit) as info:
         module._download("black-forest-labs/FLUX.1-dev", None, "copy them")
     assert info.value.exit_code == 1
     err = capsys.readouterr().err
     assert "accept the licence at https://huggingface.co/black-forest-labs/FLUX.1-dev" in err
     assert "huggingface-cli login" in err and "HF_TOKEN" in err
+
+
+def test_pull_fetches_the_folders_the_model_index_names() -> None:
+    """FLUX.2 checkouts have other components than FLUX.1 (one text encoder, no tokenizer_2): the download takes
+    the folders model_index.json names, never the single-file checkpoints beside them."""
+    from fluxserve.cli.pull import PULLABLE, component_patterns
+
+    index = {
+        "_class_name": "Flux2KleinPipeline",
+        "_diffusers_version": "0.42.1",
+        "is_distilled": True,
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen3ForCausalLM"],
+        "tokenizer": ["transformers", "Qwen2TokenizerFast"],
+        "transformer": ["diffusers", "Flux2Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKLFlux2"],
+    }
+    assert component_patterns(index) == [
+        "model_index.json",
+        "scheduler/*",
+        "text_encoder/*",
+        "tokenizer/*",
+        "transformer/*",
+        "vae/*",
+    ]
+    for ref in ("flux-2-dev", "flux-2-klein-4b", "flux-2-klein-9b", "flux-krea-dev"):
+        assert f"black-forest-labs/{ref}" in PULLABLE

@@ -33,6 +33,13 @@ class InputField:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
+    #: Most URIs a ``uri_array`` takes (None: :data:`~fluxserve.catalog.sizes.MAX_URI_ARRAY_ITEMS`).
+    max_items: int | None = None
+
+    @property
+    def item_limit(self) -> int:
+        """Most URIs this ``uri_array`` field takes."""
+        return self.max_items if self.max_items is not None else MAX_URI_ARRAY_ITEMS
 
     @property
     def has_default(self) -> bool:
@@ -119,11 +126,12 @@ def _check_field(f: InputField, raw: Any, max_text: int | None) -> tuple[Any, In
         return value, InvalidField(
             "too_long", key, f"{f.name} must be at most {max_text} characters (got {len(value)})"
         )
-    if f.type == "uri_array" and not value:
+    # An empty list is the default of fields that default to [] (FLUX.2's reference images), else a mistake.
+    if f.type == "uri_array" and not value and not f.has_default:
         return value, InvalidField("too_short", key, f"{f.name} must contain at least one URI")
-    if f.type == "uri_array" and len(value) > MAX_URI_ARRAY_ITEMS:
+    if f.type == "uri_array" and len(value) > f.item_limit:
         return value, InvalidField(
-            "too_long", key, f"{f.name} must contain at most {MAX_URI_ARRAY_ITEMS} URIs (got {len(value)})"
+            "too_long", key, f"{f.name} must contain at most {f.item_limit} URIs (got {len(value)})"
         )
     if f.choices is not None and value not in f.choices:
         return value, InvalidField(

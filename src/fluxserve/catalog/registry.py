@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 
+from fluxserve.catalog import flux2
 from fluxserve.catalog.fields import InputField
 from fluxserve.catalog.flux import (
     FLUX_DEV_INPUTS,
@@ -65,6 +66,14 @@ class ModelSpec:
     #: Replicate's published version ids of this model, accepted as aliases of ours so that code pinning
     #: ``owner/name:<replicate id>`` (or the bare id) runs here unchanged.
     replicate_versions: tuple[str, ...] = ()
+    #: The weights' license, shown as the model's ``license_url``.
+    license_url: str | None = None
+    #: The license's name when it allows non-commercial use only; such models are served only when the operator
+    #: accepts it (``FLUXSERVE_ACCEPT_NONCOMMERCIAL_LICENSES``). None: commercial use allowed.
+    noncommercial_license: str | None = None
+    #: Why this deployment refuses predictions of the model (its license is not accepted): create answers 403
+    #: with this text and no worker loads it.
+    refused: str | None = None
 
     @property
     def version_ids(self) -> tuple[str, ...]:
@@ -265,6 +274,7 @@ FLUX_SCHNELL = ModelSpec(
     predictor_factory=PipelineFactory("flux_schnell", "FluxSchnellPredictor", "flux_schnell_weights", "schnell"),
     # all-the-public-replicate-models 1.352.0, latest_version.id
     replicate_versions=("53d5d1586a229bd033e060941789bfb0c177cefd5ef638f34b3099658343a897",),
+    license_url=flux2.APACHE_2,
 )
 
 
@@ -276,6 +286,8 @@ FLUX_DEV = ModelSpec(
     output_schema=URI_LIST_OUTPUT,
     predictor_factory=PipelineFactory("flux_dev", "FluxDevPredictor", "flux_dev_weights", "dev"),
     replicate_versions=("7863d1ba11a1bb115732a12488486eb8bb3d54ae62cff189f1677a31dbcdfd2e",),
+    license_url=flux2.FLUX1_DEV_LICENSE,
+    noncommercial_license="FLUX.1 [dev] Non-Commercial License",
 )
 
 
@@ -287,6 +299,84 @@ FLUX_KONTEXT_DEV = ModelSpec(
     output_schema=URI_OUTPUT,
     predictor_factory=PipelineFactory("flux_kontext", "FluxKontextPredictor", "flux_kontext_dev_weights", "kontext"),
     input_check=kontext_input_errors,
+    license_url=flux2.FLUX1_KONTEXT_DEV_LICENSE,
+    noncommercial_license="FLUX.1 [dev] Non-Commercial License",
 )
 
-BUILTIN_MODELS: tuple[ModelSpec, ...] = (FLUX_SCHNELL, FLUX_DEV, FLUX_KONTEXT_DEV)
+FLUX_KREA_DEV = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-krea-dev",
+    description="An opinionated text-to-image model from Black Forest Labs in collaboration with Krea that excels "
+    "in photorealism. Creates images that avoid the oversaturated 'AI look'.",
+    inputs=flux2.FLUX_KREA_DEV_INPUTS,
+    output_schema=URI_LIST_OUTPUT,
+    # FLUX.1 Krea [dev] is FLUX.1 [dev]'s architecture: the same predictor, other weights.
+    predictor_factory=PipelineFactory("flux_dev", "FluxKreaDevPredictor", "flux_krea_dev_weights", "dev"),
+    license_url=flux2.FLUX1_KREA_DEV_LICENSE,
+    noncommercial_license="FLUX.1 [dev] Non-Commercial License",
+)
+
+FLUX2_DEV = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-2-dev",
+    description="Quality image generation and editing with support for reference images",
+    inputs=flux2.FLUX2_DEV_INPUTS,
+    output_schema=URI_OUTPUT,
+    predictor_factory=PipelineFactory("flux2", "Flux2DevPredictor", "flux2_dev_weights", "flux2-dev"),
+    # replicate.com/black-forest-labs/flux-2-dev/versions/7bba46bd…/api
+    replicate_versions=("7bba46bdde863cfd7aaee87649a5aa49f39f368495dbea500998d1fcbb262050",),
+    license_url=flux2.FLUX2_DEV_LICENSE,
+    noncommercial_license="FLUX [dev] Non-Commercial License",
+)
+
+FLUX2_KLEIN_4B = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-2-klein-4b",
+    description="FLUX.2 [klein] 4B: image generation and multi-reference editing in 4 distilled steps (Apache-2.0)",
+    inputs=flux2.FLUX2_KLEIN_INPUTS,
+    output_schema=URI_LIST_OUTPUT,
+    predictor_factory=PipelineFactory("flux2", "Flux2KleinPredictor", "flux2_klein_4b_weights", "klein"),
+    # replicate.com/black-forest-labs/flux-2-klein-4b/versions/8e9c42d7…/api
+    replicate_versions=("8e9c42d77b10a2a41af823ac4500f7545be6ebc4e745830fc3f3de10de200542",),
+    license_url=flux2.APACHE_2,
+)
+
+FLUX2_KLEIN_9B = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-2-klein-9b",
+    description="FLUX.2 [klein] 9B: image generation and multi-reference editing in 4 distilled steps",
+    inputs=flux2.FLUX2_KLEIN_INPUTS,
+    output_schema=URI_LIST_OUTPUT,
+    predictor_factory=PipelineFactory("flux2", "Flux2Klein9BPredictor", "flux2_klein_9b_weights", "klein"),
+    license_url=flux2.FLUX2_KLEIN_9B_LICENSE,
+    noncommercial_license="FLUX [dev] Non-Commercial License",
+)
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (
+    FLUX_SCHNELL,
+    FLUX_DEV,
+    FLUX_KONTEXT_DEV,
+    FLUX_KREA_DEV,
+    FLUX2_KLEIN_4B,
+    FLUX2_KLEIN_9B,
+    FLUX2_DEV,
+)
+
+
+def license_refusal(spec: ModelSpec) -> str:
+    """What a client is told when ``spec``'s non-commercial license has not been accepted."""
+    return (
+        f"{spec.ref} is not served here: its weights are under the {spec.noncommercial_license} "
+        f"({spec.license_url}), which allows non-commercial use only. The operator of this server can serve it by "
+        "setting FLUXSERVE_ACCEPT_NONCOMMERCIAL_LICENSES=true, if their use is allowed by that license."
+    )
+
+
+def apply_license_gate(specs: Iterable[ModelSpec], accepted: bool) -> list[ModelSpec]:
+    """``specs`` with every non-commercial model marked :attr:`ModelSpec.refused` unless ``accepted``."""
+    if accepted:
+        return list(specs)
+    return [
+        replace(spec, refused=license_refusal(spec)) if spec.noncommercial_license and not spec.refused else spec
+        for spec in specs
+    ]

@@ -103,3 +103,47 @@ def kontext_image_size(aspect_ratio: str, input_size: tuple[int, int]) -> tuple[
     if aspect_ratio == MATCH_INPUT_IMAGE:
         return kontext_snap(*input_size)
     return KONTEXT_ASPECT_RATIOS[aspect_ratio]
+
+
+#: FLUX.2's ``aspect_ratio`` choices besides ``match_input_image`` and ``custom`` (Replicate's flux-2-dev list).
+FLUX2_ASPECT_RATIOS: tuple[str, ...] = ("1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3")
+#: The ``aspect_ratio`` value that takes ``width`` and ``height`` as given (flux-2-dev).
+CUSTOM = "custom"
+#: One "megapixel" in the FLUX size tables: 1024 × 1024 pixels.
+MEGAPIXEL_AREA = 1024 * 1024
+
+
+def _ratio(aspect_ratio: str) -> float:
+    width, height = (int(part) for part in aspect_ratio.split(":"))
+    return width / height
+
+
+def round_to(value: float, multiple: int) -> int:
+    """``value`` rounded to the nearest multiple of ``multiple`` (at least one multiple)."""
+    return max(multiple, round(value / multiple) * multiple)
+
+
+def flux2_size(
+    aspect_ratio: str,
+    megapixels: float = 1.0,
+    *,
+    reference: tuple[int, int] | None = None,
+    custom: tuple[int | None, int | None] = (None, None),
+    multiple: int = 16,
+) -> tuple[int, int]:
+    """The (width, height) of a FLUX.2 output.
+
+    ``aspect_ratio`` is ``W:H`` (the area is ``megapixels`` × 1024², each side rounded to a multiple of
+    ``multiple``), ``match_input_image`` (the first reference image's ratio at that area; 1:1 without one) or
+    ``custom`` (``custom`` width and height rounded to a multiple of ``multiple``, 1024 where not given).
+    """
+    if aspect_ratio == CUSTOM:
+        width, height = (1024 if side is None else side for side in custom)
+        return round_to(width, multiple), round_to(height, multiple)
+    if aspect_ratio == MATCH_INPUT_IMAGE:
+        ratio = reference[0] / reference[1] if reference else 1.0
+    else:
+        ratio = _ratio(aspect_ratio)
+    area = megapixels * MEGAPIXEL_AREA
+    width = (area * ratio) ** 0.5
+    return round_to(width, multiple), round_to(width / ratio, multiple)

@@ -45,6 +45,10 @@ PULLABLE: dict[str, Pullable] = {
     "black-forest-labs/flux-schnell": Pullable("flux_schnell_weights", "FLUXSERVE_FLUX_SCHNELL_WEIGHTS"),
     "black-forest-labs/flux-dev": Pullable("flux_dev_weights", "FLUXSERVE_FLUX_DEV_WEIGHTS"),
     "black-forest-labs/flux-kontext-dev": Pullable("flux_kontext_dev_weights", "FLUXSERVE_FLUX_KONTEXT_DEV_WEIGHTS"),
+    "black-forest-labs/flux-krea-dev": Pullable("flux_krea_dev_weights", "FLUXSERVE_FLUX_KREA_DEV_WEIGHTS"),
+    "black-forest-labs/flux-2-klein-4b": Pullable("flux2_klein_4b_weights", "FLUXSERVE_FLUX2_KLEIN_4B_WEIGHTS"),
+    "black-forest-labs/flux-2-klein-9b": Pullable("flux2_klein_9b_weights", "FLUXSERVE_FLUX2_KLEIN_9B_WEIGHTS"),
+    "black-forest-labs/flux-2-dev": Pullable("flux2_dev_weights", "FLUXSERVE_FLUX2_DEV_WEIGHTS"),
 }
 
 
@@ -105,6 +109,31 @@ def pull(
         typer.echo(f"fluxserve loads it from the Hugging Face cache while {entry.env} is {weights}.")
 
 
+def component_patterns(model_index: dict[str, object]) -> list[str]:
+    """The files a diffusers checkout's ``model_index.json`` names: itself and each component's folder.
+
+    FLUX.1 and FLUX.2 differ in components (FLUX.2 has one text encoder, Mistral or Qwen3), so the folders come
+    from the index rather than a fixed list; the single-file checkpoints at the repo root are never named.
+    """
+    names = [key for key, value in model_index.items() if not key.startswith("_") and isinstance(value, list)]
+    return ["model_index.json", *(f"{name}/*" for name in names)]
+
+
+def _component_patterns(repo_id: str) -> list[str]:
+    """:func:`component_patterns` of the repo's index (fetched first); :data:`ALLOW_PATTERNS` if it cannot be read."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with open(hf_hub_download(repo_id, "model_index.json"), encoding="utf-8") as fh:
+            index = json.load(fh)
+    except Exception:
+        # The download below reports what went wrong (gated, missing, offline) in the user's terms.
+        return ALLOW_PATTERNS
+    return component_patterns(index) if isinstance(index, dict) else ALLOW_PATTERNS
+
+
 def _download(repo_id: str, local_dir: Path | None, offline_help: str) -> str:
     """``snapshot_download`` with its errors turned into messages that say what to do."""
     import httpx
@@ -122,7 +151,7 @@ def _download(repo_id: str, local_dir: Path | None, offline_help: str) -> str:
             snapshot_download(
                 repo_id,
                 local_dir=str(local_dir) if local_dir else None,
-                allow_patterns=ALLOW_PATTERNS,
+                allow_patterns=_component_patterns(repo_id),
                 ignore_patterns=IGNORE_PATTERNS,
             )
         )

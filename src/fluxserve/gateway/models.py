@@ -3,6 +3,11 @@
 A forwarded model starts *pending* (:func:`~fluxserve.gateway.specs.pending_spec`); once its schema is known
 (from its ``input_schema`` file, the provider, or the disk cache when the provider is down) it becomes ready
 (:func:`~fluxserve.gateway.specs.ready_spec`). Schemas still missing are retried in the background.
+
+A model whose schema ships with fluxserve (:data:`~fluxserve.catalog.bfl_api.PUBLISHED_SCHEMAS`) starts ready with
+it instead, and is never pending: the provider's schema replaces it when the provider answers (it is authoritative
+and may be newer), the disk cache when the provider does not, and the shipped one stays when neither is there.
+Such a model is not retried in the background: the provider is asked again at the next start.
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ import httpx
 from fluxserve.catalog.registry import ModelSpec
 from fluxserve.gateway.routes import UpstreamRoute
 from fluxserve.gateway.served import ServedRegistry
-from fluxserve.gateway.specs import SchemaUnavailable, fields_from_openapi, pending_spec, ready_spec
+from fluxserve.gateway.specs import (
+    SchemaUnavailable,
+    fields_from_openapi,
+    pending_spec,
+    ready_spec,
+    shipped_spec,
+)
 
 log = logging.getLogger("fluxserve.gateway")
 
@@ -78,7 +89,8 @@ def read_schema_file(path: Path) -> dict[str, Any]:
 
 
 async def load_schema(route: UpstreamRoute, data_dir: Path, client: httpx.AsyncClient) -> ModelSpec:
-    """The spec of a forwarded model: from its schema file, the provider, or (provider down) the disk cache."""
+    """The spec of a forwarded model: from its schema file, the provider, or (provider down) the disk cache, or the
+    schema shipped with fluxserve (see the module docstring); pending when there is none of them."""
     if route.input_schema is not None:
         try:
             return ready_spec(route, read_schema_file(route.input_schema))
@@ -94,6 +106,15 @@ async def load_schema(route: UpstreamRoute, data_dir: Path, client: httpx.AsyncC
                 return ready_spec(route, read_schema_file(cached))
             except SchemaUnavailable as cache_exc:
                 log.warning("%s: the cached schema is unusable: %s", route.ref, cache_exc)
+        shipped = shipped_spec(route)
+        if shipped is not None:
+            log.warning(
+                "%s: %s; using the schema shipped with fluxserve (Replicate's version %s)",
+                route.ref,
+                exc,
+                shipped.replicate_versions[0],
+            )
+            return shipped
         log.error("%s: the input schema is unavailable: %s", route.ref, exc)
         return pending_spec(
             route,
@@ -104,6 +125,7 @@ async def load_schema(route: UpstreamRoute, data_dir: Path, client: httpx.AsyncC
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc))
     tmp.replace(cached)
+    log.info("%s: using the schema %s publishes", route.ref, route.provider.name)
     return ready_spec(route, doc, description)
 
 

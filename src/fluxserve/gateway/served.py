@@ -12,9 +12,16 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from fluxserve.catalog.registry import BUILTIN_MODELS, Collection, ModelSpec, PipelineFactory, Registry
+from fluxserve.catalog.registry import (
+    BUILTIN_MODELS,
+    Collection,
+    ModelSpec,
+    PipelineFactory,
+    Registry,
+    apply_license_gate,
+)
 from fluxserve.gateway.routes import UpstreamRoute, load_routes
-from fluxserve.gateway.specs import pending_spec
+from fluxserve.gateway.specs import initial_spec
 
 if TYPE_CHECKING:
     from fluxserve.config import Settings
@@ -51,8 +58,11 @@ def build_registry(settings: Settings) -> ServedRegistry:
     """The served models: the built-in FLUX models, or those the models file lists (local ones and
     forwarded ones), plus any ``extra_models`` the settings name.
 
+    Models under a non-commercial license are listed but refused (see
+    :func:`~fluxserve.catalog.registry.apply_license_gate`) unless ``settings.noncommercial_accepted``.
     Forwarded models start *pending* (``unavailable`` set) until :func:`fluxserve.gateway.models.load_schemas`
-    has fetched their schemas from the provider.
+    has fetched their schemas from the provider, except those whose schema ships with fluxserve
+    (:data:`~fluxserve.catalog.bfl_api.PUBLISHED_SCHEMAS`): they start ready with it.
     """
     specs: list[ModelSpec] = list(BUILTIN_MODELS)
     upstream: list[UpstreamRoute] = []
@@ -71,7 +81,8 @@ def build_registry(settings: Settings) -> ServedRegistry:
             specs.append(spec)
         upstream = list(routes.upstream)
         collections, readmes = routes.collections, routes.readmes
-        specs.extend(pending_spec(route) for route in upstream)
+        specs.extend(initial_spec(route) for route in upstream)
     for path in settings.extra_models:
         specs.extend(_load_extra(path))
+    specs = apply_license_gate(specs, settings.noncommercial_accepted)
     return ServedRegistry(specs, upstream, collections, readmes)

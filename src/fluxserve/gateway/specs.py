@@ -3,12 +3,19 @@
 The provider's own OpenAPI document is published unchanged (so the playground and clients see the inputs the
 provider documents), and converted into :class:`InputField` s so fluxserve validates input before anything is
 forwarded: a bad request is a 422 here, not a failed prediction (and a provider charge) later.
+
+Black Forest Labs' API-only models have Replicate's published schemas shipped with fluxserve
+(:data:`~fluxserve.catalog.bfl_api.PUBLISHED_SCHEMAS`): such a model starts ready with it (:func:`initial_spec`)
+instead of pending, until the provider's own schema replaces it.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from typing import Any
 
+from fluxserve.catalog.bfl_api import PUBLISHED_SCHEMAS, PublishedModel
 from fluxserve.catalog.fields import InputField
 from fluxserve.catalog.registry import ModelSpec
 from fluxserve.gateway.routes import UpstreamRoute
@@ -24,7 +31,8 @@ def fields_from_openapi(doc: dict[str, Any]) -> tuple[InputField, ...]:
     """The input fields of a Cog/Replicate OpenAPI document's ``Input`` schema, in ``x-order``.
 
     Enums published as ``allOf: [{$ref}]`` (Cog's style) or inline ``enum`` become choices; ``format: uri``
-    strings and arrays of them become file inputs; types the catalog lacks become ``json`` (passed unchecked).
+    strings and arrays of them become file inputs (``maxItems`` bounding how many); types the catalog lacks become
+    ``json`` (passed unchecked).
     """
     schemas = doc.get("components", {}).get("schemas", {})
     input_schema = schemas.get("Input")
@@ -47,6 +55,9 @@ def fields_from_openapi(doc: dict[str, Any]) -> tuple[InputField, ...]:
                 kwargs[bound] = resolved[bound]
         if isinstance(resolved.get("enum"), list):
             kwargs["choices"] = tuple(resolved["enum"])
+        max_items = resolved.get("maxItems")
+        if isinstance(max_items, int) and not isinstance(max_items, bool) and max_items > 0:
+            kwargs["max_items"] = max_items
         fields.append(
             InputField(
                 name=name,
@@ -102,20 +113,64 @@ def pending_spec(route: UpstreamRoute, reason: str | None = None) -> ModelSpec:
     )
 
 
+def published_model(route: UpstreamRoute) -> PublishedModel | None:
+    """The schema fluxserve ships for the model ``route`` forwards (by its upstream name, else its own), if any.
+
+    None when the route pins a version other than the shipped one: that version's schema may differ.
+    """
+    published = PUBLISHED_SCHEMAS.get(route.upstream_model) or PUBLISHED_SCHEMAS.get(route.ref)
+    if published is None or (route.version is not None and route.version != published.version_id):
+        return None
+    return published
+
+
+def shipped_spec(route: UpstreamRoute) -> ModelSpec | None:
+    """``route``'s model, ready with the schema fluxserve ships for it; None when none ships."""
+    published = published_model(route)
+    if published is None:
+        return None
+    return ready_spec(route, copy.deepcopy(published.doc), published.description)
+
+
+def initial_spec(route: UpstreamRoute) -> ModelSpec:
+    """A forwarded model as it starts: ready with its shipped schema, unless the operator names a schema file (read
+    at start) or none ships; pending then."""
+    shipped = shipped_spec(route) if route.input_schema is None else None
+    return shipped if shipped is not None else pending_spec(route)
+
+
 def ready_spec(route: UpstreamRoute, doc: dict[str, Any], description: str | None = None) -> ModelSpec:
-    """A forwarded model with its provider's schema: validated here, published as the provider publishes it."""
+    """A forwarded model with its provider's schema: validated here, published as the provider publishes it.
+
+    For a model whose schema ships with fluxserve, the shipped facts a schema does not state (how many files a
+    list input takes) complete ``doc``'s fields, and Replicate's version id of the shipped schema is an alias.
+    """
     owner, name = route.ref.split("/", 1)
     output = doc.get("components", {}).get("schemas", {}).get("Output", _ANY_OUTPUT)
+    inputs = fields_from_openapi(doc)
+    published = published_model(route)
+    if published is not None:
+        limits = published.item_limits()
+        inputs = tuple(
+            replace(field, max_items=limits[field.name])
+            if field.type == "uri_array" and field.max_items is None and field.name in limits
+            else field
+            for field in inputs
+        )
     return ModelSpec(
         owner=owner,
         name=name,
-        description=route.description or description or f"Forwarded to {route.provider.name}",
-        inputs=fields_from_openapi(doc),
+        description=route.description
+        or description
+        or (published.description if published else None)
+        or f"Forwarded to {route.provider.name}",
+        inputs=inputs,
         output_schema=output if isinstance(output, dict) else _ANY_OUTPUT,
         predictor_factory=_factory(route),
         published_schema=doc,
         max_concurrency=route.provider.concurrency,
         provider=route.provider.name,
+        replicate_versions=(published.version_id,) if published else (),
     )
 
 

@@ -106,13 +106,7 @@ class DiffusersFluxPredictor:
         start = time.perf_counter()
         pipe = self._load(dtype)
         if on_cuda:
-            total = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
-            if total < OFFLOAD_BELOW_BYTES:
-                logger.info("GPU has %.1f GiB (< 48 GiB): enabling model CPU offload", total / 1024**3)
-                pipe.enable_model_cpu_offload(device=self.device)
-                self.offloaded = True
-            else:
-                pipe.to(self.device)
+            self._place_on_cuda(pipe)
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
         self._after_load(pipe)
@@ -131,6 +125,19 @@ class DiffusersFluxPredictor:
         return loading.load_pipeline(
             self.weights, pipeline_class=self.pipeline_class, dtype=dtype, help_text=self.how_to_provide(self.weights)
         )
+
+    def _place_on_cuda(self, pipe: Any) -> None:
+        """Put the loaded pipeline on :attr:`device`: whole, or with model CPU offload (setting :attr:`offloaded`)
+        on a GPU under 48 GiB, as cog-flux does. A model whose parts need another rule overrides this."""
+        import torch
+
+        total = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
+        if total < OFFLOAD_BELOW_BYTES:
+            logger.info("GPU has %.1f GiB (< 48 GiB): enabling model CPU offload", total / 1024**3)
+            pipe.enable_model_cpu_offload(device=self.device)
+            self.offloaded = True
+        else:
+            pipe.to(self.device)
 
     def _after_load(self, pipe: Any) -> None:
         """Hook for pipelines built from the loaded one (they share its modules, so placement carries over)."""

@@ -134,3 +134,14 @@ class FluxDevPredictor(DiffusersFluxPredictor):
             strength = 1 / steps
             ctx.log("prompt_strength 0 leaves no denoising step; running 1 step, the smallest change")
         return image, strength
+
+
+class FluxKreaDevPredictor(FluxDevPredictor):
+    """FLUX.1 Krea [dev]: FLUX.1 [dev]'s architecture and pipeline with Krea's weights, so the same behaviour
+    (text to image, and image to image with ``image``) and Replicate's flux-krea-dev inputs, which are flux-dev's."""
+
+    label = "FLUX.1-Krea-dev"
+    model_ref = "black-forest-labs/flux-krea-dev"
+    hub_repo = "black-forest-labs/FLUX.1-Krea-dev"
+    weights_setting = "flux_krea_dev_weights"
+    license_name = "FLUX.1 [dev] Non-Commercial"

@@ -12,24 +12,26 @@ channels and no attention mid-block; the transformer has one double and one sing
 Kinds: ``schnell`` (``FluxPipeline``, no guidance embedding, linear schedule), ``dev`` (``FluxPipeline`` with a
 guidance-embedded transformer and the shifted schedule; ``FluxImg2ImgPipeline.from_pretrained`` loads it too) and
 ``kontext`` (the dev components saved as a ``FluxKontextPipeline``, so its ``model_index.json`` names that class).
+The FLUX.2 kinds ``flux2-dev`` and ``klein`` are built by :mod:`fluxserve.predictors.tiny_flux2`.
 
-Run ``python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext]`` to build one by hand.
+Run ``python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext|flux2-dev|klein]`` to build one by hand.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-TinyKind = Literal["schnell", "dev", "kontext"]
+# The build-in-place helpers live in tiny_flux2: this module delegates the FLUX.2 kinds to it, so it cannot import
+# this one back (tests/api/test_layering.py forbids import circles).
+from fluxserve.predictors.tiny_flux2 import _locked, _publish, _quiet_progress_bars, build_tiny_flux2_pipeline
+
+TinyKind = Literal["schnell", "dev", "kontext", "flux2-dev", "klein"]
 
 #: The text the T5 sentencepiece model is trained on; it covers the letters, digits and punctuation
 #: of ordinary prompts (other characters become ``<unk>``, which is fine for random weights).
@@ -133,7 +135,7 @@ _SCHEDULER_BY_KIND: dict[str, dict[str, Any]] = {
     "dev": {"shift": 3.0, "use_dynamic_shifting": True},
     "kontext": {"shift": 3.0, "use_dynamic_shifting": True},
 }
-_KINDS: tuple[TinyKind, ...] = ("schnell", "dev", "kontext")
+_KINDS: tuple[TinyKind, ...] = ("schnell", "dev", "kontext", "flux2-dev", "klein")
 
 
 def build_tiny_pipeline(path: Path, kind: TinyKind = "schnell") -> Path:
@@ -143,8 +145,10 @@ def build_tiny_pipeline(path: Path, kind: TinyKind = "schnell") -> Path:
     temporary sibling directory and renamed into place, so a crash never leaves a half-written
     ``path``; a lock file next to ``path`` makes concurrent callers (threads or processes) wait for
     the first build instead of repeating it. Weights are seeded, so every build is the same.
-    Returns ``path``.
+    Returns ``path``. ``flux2-dev`` and ``klein`` are FLUX.2 pipelines (:mod:`~fluxserve.predictors.tiny_flux2`).
     """
+    if kind in ("flux2-dev", "klein"):
+        return build_tiny_flux2_pipeline(path, kind)
     if kind not in _SCHEDULER_BY_KIND:
         raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))}, not {kind!r}")
     path = Path(path)
@@ -162,40 +166,6 @@ def build_tiny_pipeline(path: Path, kind: TinyKind = "schnell") -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return path
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (no-op where fcntl does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX; the atomic rename alone still keeps us safe
-        yield
-        return
-    with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Move the finished ``tmp`` to ``path`` atomically; keep an existing finished ``path``."""
-    try:
-        os.rename(tmp, path)  # replaces an empty directory on POSIX
-    except OSError:
-        if (path / "model_index.json").is_file():
-            return  # someone else won the race (e.g. without a working lock)
-        if path.is_dir() and not any(path.iterdir()):
-            # Windows cannot rename onto an existing (empty) directory.
-            path.rmdir()
-            os.rename(tmp, path)
-            return
-        raise FileExistsError(
-            f"{path} exists but is not a diffusers pipeline (no model_index.json); remove it or pick "
-            "another path for the tiny pipeline"
-        ) from None
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -256,9 +226,10 @@ def _write_t5_tokenizer_files(directory: Path) -> None:
 def component_configs(kind: TinyKind) -> dict[str, dict[str, Any]]:
     """Copies of the tiny configs of ``kind``: ``transformer`` (FluxTransformer2DModel), ``vae`` (AutoencoderKL),
     ``text_encoder`` (CLIPTextConfig), ``text_encoder_2`` (T5Config) and ``scheduler``
-    (FlowMatchEulerDiscreteScheduler). The GPU benchmark builds its ``--tiny`` pipelines from them."""
+    (FlowMatchEulerDiscreteScheduler). The GPU benchmark builds its ``--tiny`` pipelines from them. FLUX.1 kinds
+    only: :func:`fluxserve.predictors.tiny_flux2.component_configs` has the FLUX.2 ones."""
     if kind not in _SCHEDULER_BY_KIND:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))}, not {kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _SCHEDULER_BY_KIND))}, not {kind!r}")
     return {
         "transformer": {**_TRANSFORMER_CONFIG, "guidance_embeds": kind != "schnell"},
         "vae": dict(_VAE_CONFIG),
@@ -337,30 +308,12 @@ def _build_into(directory: Path, kind: TinyKind) -> None:
         torch.random.set_rng_state(rng_state)
 
 
-@contextlib.contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """Turn off transformers' and diffusers' tqdm bars for the duration (restored afterwards)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    restore = [
-        lib.enable_progress_bar for lib in (transformers_logging, diffusers_logging) if lib.is_progress_bar_enabled()
-    ]
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for enable in restore:
-            enable()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext]``: build and print the timing."""
+    """``python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext|flux2-dev|klein]``: build and print the timing."""
     args = sys.argv[1:] if argv is None else argv
     kinds: dict[str, TinyKind] = {k: k for k in _KINDS}
     if not args or len(args) > 2 or (len(args) == 2 and args[1] not in kinds):
-        print("usage: python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext]", file=sys.stderr)
+        print("usage: python -m fluxserve.predictors.tiny DIR [schnell|dev|kontext|flux2-dev|klein]", file=sys.stderr)
         return 2
     kind: TinyKind = kinds[args[1]] if len(args) == 2 else "schnell"
     start = time.perf_counter()

@@ -20,6 +20,7 @@ from fluxserve.errors import (
     InputValidationFailed,
     InvalidField,
     InvalidVersion,
+    LicenseNotAccepted,
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
@@ -170,6 +171,8 @@ class PredictionService:
         With ``wait``, hold on up to that many seconds for a terminal state (``Prefer: wait``) and
         return the prediction as it is then.
         """
+        if spec.refused:
+            raise LicenseNotAccepted(spec.refused)
         if spec.unavailable:
             raise ServiceUnavailable(spec.unavailable, headers={"Retry-After": "60"})
         validation = validate_input(spec.inputs, request.input, strict=self.strict_inputs, max_text=self.max_text_chars)

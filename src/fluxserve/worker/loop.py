@@ -69,7 +69,12 @@ class Worker:
         self.store = store
         self.hub = hub
         self.registry = registry
-        self.models = models if models is not None else [spec.ref for spec in registry]
+        # A model whose license the operator has not accepted is never loaded (its predictions are refused).
+        refused = {spec.ref for spec in registry if spec.refused}
+        wanted = models if models is not None else [spec.ref for spec in registry]
+        for ref in refused.intersection(models or ()):
+            log.warning("Not serving %s: %s", ref, registry.get(ref).refused)  # type: ignore[union-attr]
+        self.models = [ref for ref in wanted if ref not in refused]
         self.exit_if_nothing_loads = exit_if_nothing_loads
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._fetcher = guarded_client(

@@ -171,8 +171,8 @@ class PredictionRun:
         spec = env.registry.get(row.model)
         if spec is None:
             raise RuntimeError(f"Model {row.model} is not served by this worker.")
-        if spec.unavailable:
-            raise RuntimeError(spec.unavailable)
+        if spec.refused or spec.unavailable:
+            raise RuntimeError(spec.refused or spec.unavailable)
         validation = validate_input(spec.inputs, row.input or {})
         if validation.errors:
             raise ValueError("; ".join(f"{e.field}: {e.description}" for e in validation.errors))

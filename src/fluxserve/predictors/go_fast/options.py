@@ -14,12 +14,21 @@ if TYPE_CHECKING:
 
 STEPS: tuple[str, ...] = ("fused_qkv", "fp8", "attention", "compile", "vae", "step_cache", "fbcache")
 _CORE = ("fused_qkv", "fp8", "attention", "compile", "vae")
-#: What go_fast turns on when ``FLUXSERVE_GO_FAST_STEPS`` is unset. Schnell runs 4 steps: no step caching.
+#: What go_fast turns on when ``FLUXSERVE_GO_FAST_STEPS`` is unset. Schnell and FLUX.2 [klein] run 4 steps: no step
+#: caching. FLUX.2 [dev] (28 steps) caches steps like FLUX.1 [dev]; its single-stream blocks have their QKV fused
+#: already, so ``fused_qkv`` fuses the double-stream ones only.
 #: To be confirmed on an H100 with benchmarks/gpu_pipeline.py --ablate (each step must pay for itself).
 DEFAULT_STEPS: dict[str, tuple[str, ...]] = {
     "schnell": _CORE,
     "dev": (*_CORE, "step_cache"),
     "kontext": (*_CORE, "step_cache"),
+    "flux2-dev": (*_CORE, "step_cache"),
+    "flux2-klein": _CORE,
+}
+#: Families whose distilled models run so few steps that step caching has nothing to skip, and why.
+FEW_STEP_FAMILIES: dict[str, str] = {
+    "schnell": "schnell runs at most 4 steps",
+    "flux2-klein": "klein runs 4 steps",
 }
 #: Where the compile artifacts go inside the data dir unless ``FLUXSERVE_COMPILE_CACHE_DIR`` says otherwise.
 COMPILE_CACHE_DIRNAME = "compile-cache"
@@ -50,7 +59,7 @@ class FastOptions:
     allow_cpu: bool = False
 
     def steps_for(self, family: str) -> tuple[str, ...]:
-        """The steps to try for model ``family`` (``schnell``, ``dev`` or ``kontext``)."""
+        """The steps to try for model ``family`` (a key of :data:`DEFAULT_STEPS`)."""
         return self.steps if self.steps is not None else DEFAULT_STEPS[family]
 
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any
 
 from fluxserve.predictors.base import summarize
 from fluxserve.predictors.go_fast.compile_cache import compile_blocks
-from fluxserve.predictors.go_fast.options import STEPS, FastOptions
+from fluxserve.predictors.go_fast.options import FEW_STEP_FAMILIES, STEPS, FastOptions
 from fluxserve.predictors.go_fast.path import FastPath, StepResult
 
 #: Steps that change the transformer's modules, and so need go_fast's own copy of it.
@@ -27,7 +27,10 @@ def prepare(pipe: Any, *, family: str, on_cuda: bool, offloaded: bool, options: 
     if not on_cuda and not options.allow_cpu:
         return FastPath(reason="no CUDA GPU; go_fast has no effect on CPU", on_cpu=True)
     if offloaded:
-        return FastPath(reason="model CPU offload is on (GPU under 48 GiB); go_fast needs the whole model on the GPU")
+        return FastPath(
+            reason="model CPU offload is on (the model does not fit the GPU whole); go_fast needs the whole model on "
+            "the GPU"
+        )
     wanted = options.steps_for(family)
     path = FastPath(on_cpu=not on_cuda)
     results: dict[str, StepResult] = {}
@@ -47,6 +50,9 @@ def prepare(pipe: Any, *, family: str, on_cuda: bool, offloaded: bool, options: 
     transformer_steps = [n for n in wanted if n in _TRANSFORMER_STEPS and n not in results]
 
     transformer = pipe.transformer
+    if "fused_qkv" in transformer_steps and not _fusable(transformer):
+        skip("fused_qkv", "no attention layer of this transformer can fuse its projections")
+        transformer_steps.remove("fused_qkv")
     if transformer_steps:
         if on_cuda:
             shortfall = _memory_shortfall(transformer, fp8=fp8_config is not None)
@@ -70,8 +76,8 @@ def prepare(pipe: Any, *, family: str, on_cuda: bool, offloaded: bool, options: 
         vae, results["vae"] = _fast_vae(pipe.vae, on_cuda, options)
 
     if "step_cache" in wanted:
-        if family == "schnell":
-            skip("step_cache", "schnell runs at most 4 steps")
+        if family in FEW_STEP_FAMILIES:
+            skip("step_cache", FEW_STEP_FAMILIES[family])
         else:
             from fluxserve.predictors.go_fast.step_cache import StepCache
 
@@ -155,11 +161,21 @@ def _private_transformer(transformer: Any, *, fuse: bool, fp8_config: Any) -> An
     return shell
 
 
+def _fusable(transformer: Any) -> bool:
+    """Whether any attention layer of ``transformer`` fuses its projections (FLUX.2's single-stream blocks have
+    theirs fused already and do not; its double-stream blocks do)."""
+    return any(_supports_fusion(m) for m in transformer.modules())
+
+
+def _supports_fusion(module: Any) -> bool:
+    return bool(getattr(module, "_supports_qkv_fusion", False) and hasattr(module, "fuse_projections"))
+
+
 def _fuse_qkv(block: Any) -> None:
     """Fuse each attention's q/k/v (and added q/k/v) projections, then drop the unfused ones: the fused
     processor path reads only ``to_qkv``/``to_added_qkv``, and keeping both would cost ~4 GiB at full size."""
     for module in block.modules():
-        if not (getattr(module, "_supports_qkv_fusion", False) and hasattr(module, "fuse_projections")):
+        if not _supports_fusion(module):
             continue
         module.fuse_projections()
         for fused, parts in (
@@ -214,6 +230,16 @@ def _sibling_pipeline(pipe: Any, *, transformer: Any, vae: Any) -> Any:
     components["transformer"] = transformer
     components["vae"] = vae
     components["scheduler"] = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    sibling = type(pipe)(**components)
+    sibling = type(pipe)(**components, **init_config(pipe, components))
     sibling.set_progress_bar_config(disable=True)
     return sibling
+
+
+def init_config(pipe: Any, components: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments ``pipe`` keeps in its config rather than among its components (FLUX.2 [klein]'s
+    ``is_distilled``), so that a pipeline built from its components behaves the same."""
+    import inspect
+
+    config = getattr(pipe, "config", None) or {}
+    params = inspect.signature(type(pipe).__init__).parameters
+    return {k: config[k] for k in params if k != "self" and k in config and k not in components}
