@@ -1,30 +1,39 @@
 """GPU pipeline speed: predict_time of the real FLUX predictors with go_fast off (bf16) and on, one table.
 
 Builds each model's pipeline with **random weights** from configs written in code (no hub, no download): full-size
-FLUX.1 configs (``reference/flux-models.md`` §4.3), or with ``--tiny`` the tiny test configs of
-:mod:`fluxserve.predictors.tiny`. Modules are created on the meta device, then ``to_empty`` on the target device
+FLUX.1 configs (``reference/flux-models.md`` §4.3) and FLUX.2 configs (:mod:`flux2_configs`, next to this file:
+``klein4b`` and ``flux2dev``), or with ``--tiny`` the tiny test configs of :mod:`fluxserve.predictors.tiny` and
+:mod:`fluxserve.predictors.tiny_flux2`. Modules are created on the meta device, then ``to_empty`` on the target device
 in the serving dtype and initialised deterministically (weights N(0, 0.02), norm scales 1, biases 0); timing does
 not depend on weight values. The images are noise: the go_fast-vs-bf16 PSNR measures numerical drift on random
 weights, not image quality (that needs the real weights).
 
 The pipeline is handed to the real predictor classes (``FluxSchnellPredictor``, ``FluxDevPredictor``,
-``FluxKontextPredictor``) through their ``_load`` hook, so ``setup()`` (placement, go_fast build and warm-up) and
-``predict()`` (text encoding, denoising, VAE decode, WebP encode to a file) are exactly what the service runs.
-One predictor per model serves both go_fast settings, as in the service.
+``FluxKontextPredictor``, ``Flux2KleinPredictor``, ``Flux2DevPredictor``) through their ``_load`` hook, so ``setup()``
+(placement, go_fast build and warm-up) and ``predict()`` (text encoding, denoising, VAE decode, WebP encode to a
+file) are exactly what the service runs. One predictor per model serves both go_fast settings, as in the service.
 
-Tokenizers are the tiny ones (CLIP 514 ids, T5 sentencepiece 219 ids) with the real padding lengths (77 and
-256/512 tokens): every id is below the real vocab sizes, and padding fixes the sequence lengths, so the encoders
-do the same work as with the real tokenizers.
+Tokenizers are the tiny ones (CLIP 514 ids, T5 sentencepiece 219 ids; tiny_flux2's byte-level BPEs for Qwen3 and
+Mistral, ~340 ids) with the real padding lengths (77 and 256/512 tokens; FLUX.2: 512): every id is below the real
+vocab sizes, and padding fixes the sequence lengths, so the encoders do the same work as with the real tokenizers.
+
+FLUX.2 [dev] (32.2 B transformer + 24 B Mistral Small, 105 GiB in bf16) does not fit an 80 GB GPU whole: the
+predictor's placement rule (:func:`fluxserve.predictors.flux2.choose_placement`) picks model CPU offload there (and
+go_fast is off with offload). The harness applies the same rule before materialising: a model that will not sit
+whole on the GPU is materialised in CPU RAM (initialised on the GPU, parameter by parameter, and copied over), so
+an H100 host needs ~110 GiB of free RAM for ``flux2dev``. The placement used is printed in the setup facts.
 
 Per row: median and p90 of ``--runs`` predict() calls after ``--warmup`` untimed ones (same seed), peak GPU memory,
-the transformer FLOPs of one step (:func:`step_flops`; 74.4 TFLOP at 1024² with 512 text tokens), effective
+the transformer FLOPs of one step (:func:`step_flops`; 74.4 TFLOP at 1024² with 512 text tokens; FLUX.2 klein 4B
+34.8 and [dev] 282.5), effective
 TFLOP/s (all steps' FLOPs over the predict time, also for forecast steps), the floor (all steps at
 ``--peak-tflops``, transformer only) and the ratio to it, the steps run in full, dynamo graphs compiled during the
 timed runs (must be 0: no recompiles between requests), and for go_fast rows the PSNR / max abs pixel difference
 of a PNG against the bf16 PNG at the same seed.
 
-    .venv/bin/python benchmarks/gpu_pipeline.py                              # H100: all models, 1 and 0.25 MP
+    .venv/bin/python benchmarks/gpu_pipeline.py                              # H100: FLUX.1 models, 1 and 0.25 MP
     .venv/bin/python benchmarks/gpu_pipeline.py --ablate --models dev        # each go_fast step alone
+    .venv/bin/python benchmarks/gpu_pipeline.py --models klein4b,flux2dev    # FLUX.2 (flux2dev: 1 MP, offloaded)
     .venv/bin/python benchmarks/gpu_pipeline.py --device cpu --tiny --runs 3 # CPU smoke run, ~30 s on 2 cores
 
 On the CPU, go_fast is a no-op in the service; the harness builds it with ``allow_cpu`` so that the steps that run
@@ -54,20 +63,30 @@ from PIL import Image
 
 from fluxserve.catalog.fields import validate_input
 from fluxserve.catalog.flux import FLUX_DEV_INPUTS, FLUX_KONTEXT_DEV_INPUTS, FLUX_SCHNELL_INPUTS
-from fluxserve.catalog.sizes import image_size
+from fluxserve.catalog.flux2 import FLUX2_DEV_INPUTS, FLUX2_KLEIN_INPUTS, KLEIN_MEGAPIXELS
+from fluxserve.catalog.sizes import CUSTOM, FLUX2_ASPECT_RATIOS, flux2_size, image_size
 from fluxserve.predictors.go_fast.options import DEFAULT_STEPS, STEPS, FastOptions, parse_steps
 from fluxserve.predictors.tiny import component_configs, make_tokenizers
 
 BENCHMARKS = str(Path(__file__).resolve().parent)
 if BENCHMARKS not in sys.path:  # the harness package sits next to this file (see harness/__init__.py)
     sys.path.insert(0, BENCHMARKS)
+import flux2_configs  # noqa: E402
 from harness import report, stats  # noqa: E402
 
+#: The FLUX.1 models: the default ``--models``.
 MODELS = ("schnell", "dev", "kontext")
-#: The reference's achievable dense bf16 rate on an H100 (its floors: 0.35 s schnell, 2.64 s dev).
+#: The FLUX.2 models (``--models klein4b,flux2dev``): FLUX.2 [klein] 4B and FLUX.2 [dev].
+FLUX2_MODELS = ("klein4b", "flux2dev")
+ALL_MODELS = MODELS + FLUX2_MODELS
+#: The go_fast family (key of DEFAULT_STEPS) of each model.
+FAMILIES = {**{m: m for m in MODELS}, "klein4b": "flux2-klein", "flux2dev": "flux2-dev"}
+#: The reference's achievable dense bf16 rate on an H100 (its floors: 0.35 s schnell, 2.64 s dev; FLUX.2: 0.18 s
+#: klein 4B, 10.0 s [dev]).
 H100_BF16_TFLOPS = 790.0
-#: The issue's targets for go_fast at 1024² on one H100 (predict_time, seconds).
-TARGETS = {"schnell": 0.35, "dev": 2.3, "kontext": 4.0}
+#: The issue's targets for go_fast at 1024² on one H100 (predict_time, seconds). FLUX.2 [dev] has none: it is
+#: reported against its ~10 s bf16 floor (the floor and x floor columns).
+TARGETS = {"schnell": 0.35, "dev": 2.3, "kontext": 4.0, "klein4b": 0.3}
 
 # FLUX.1 component configs (reference/flux-models.md §4.3, copies of the HF config.json files).
 FULL_TRANSFORMER: dict[str, Any] = {
@@ -129,6 +148,8 @@ FULL_T5: dict[str, Any] = {
     "dropout_rate": 0.0,
 }
 T5_TOKENS = {"schnell": 256, "dev": 512, "kontext": 512}
+#: Text tokens the transformer sees per model (FLUX.2 pipelines pad their prompts to 512).
+TEXT_TOKENS = {**T5_TOKENS, "klein4b": 512, "flux2dev": 512}
 
 
 def full_configs(kind: str) -> dict[str, dict[str, Any]]:
@@ -144,20 +165,31 @@ def full_configs(kind: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def step_flops(transformer: dict[str, Any], img_tokens: int, txt_tokens: int, cond_tokens: int = 0) -> float:
+def step_flops(
+    transformer: dict[str, Any], img_tokens: int, txt_tokens: int, cond_tokens: int = 0, *, gated_mlp: bool = False
+) -> float:
     """FLOPs of one FLUX transformer step (2 per multiply-add), blocks only.
 
-    With width D = heads x head_dim, L = double + single blocks and N tokens: every block's linear layers hold
-    12·D² weights per token (q, k, v, out + a 4x MLP; a double block routes image and text tokens through its
-    two streams), so linear = 24·D²·N·L; attention (QKᵀ and AV) = 4·N²·D·L. At full size this gives
+    With width D = heads x head_dim, L = double + single blocks, N tokens and MLP ratio r (the config's
+    ``mlp_ratio``; FLUX.1's config has none: 4): every block's linear layers hold (4 + 2r)·D² weights per token
+    (q, k, v, out, and an MLP D→rD→D; a double block routes image and text tokens through its two streams, a
+    single block fuses QKV with the MLP input and attention-out with the MLP output, the same weights), so
+    linear = 2·(4 + 2r)·D²·N·L; attention (QKᵀ and AV) = 4·N²·D·L. FLUX.1 (r = 4): 24·D²·N·L, which gives
     74.4 TFLOP for 1024² (4096 image + 512 text tokens), 69.5 with 256 text tokens (schnell) and 165 for
-    Kontext (4096 + 4096 reference + 512): the reference's figures (flux-models.md §0). Other sizes use the
-    same formula (not a linear scaling of 74.4: attention grows with N²).
+    Kontext (4096 + 4096 reference + 512): the reference's figures (flux-models.md §0).
+
+    ``gated_mlp``: FLUX.2's SwiGLU MLP (diffusers ``Flux2FeedForward``, and the ``to_qkv_mlp_proj`` of
+    ``Flux2ParallelSelfAttention``), whose input projection is D→2rD (gate and value halves): (4 + 3r)·D² per
+    token, 13·D² at r = 3. At 1024² with 512 text tokens that gives 34.8 TFLOP for klein 4B (D 3072, 25 blocks)
+    and 282.5 for FLUX.2 [dev] (D 6144, 56 blocks): the reference's ≈ 35 and ≈ 282 (flux2-and-replicate-2026.md
+    §3). Other sizes use the same formula (not a linear scaling: attention grows with N²).
     """
     width = transformer["num_attention_heads"] * transformer["attention_head_dim"]
     layers = transformer["num_layers"] + transformer["num_single_layers"]
+    ratio = float(transformer.get("mlp_ratio", 4.0))
+    per_token = 4 + (3 if gated_mlp else 2) * ratio
     tokens = img_tokens + txt_tokens + cond_tokens
-    return 24 * width**2 * tokens * layers + 4 * tokens**2 * width * layers
+    return 2 * per_token * width**2 * tokens * layers + 4 * tokens**2 * width * layers
 
 
 class BenchContext:
@@ -184,8 +216,11 @@ class BenchContext:
         pass
 
 
-def _materialize(module: Any, device: Any, dtype: Any, generator: Any) -> Any:
-    """meta → ``to_empty(device)`` in ``dtype``, then a deterministic init; real buffers are kept."""
+def _materialize(module: Any, device: Any, dtype: Any, generator: Any, init_device: Any = None) -> Any:
+    """meta → ``to_empty(device)`` in ``dtype``, then a deterministic init; real buffers are kept.
+
+    ``init_device`` (with ``generator`` on it): draw each weight there and copy it to ``device`` (a model kept in
+    CPU RAM, initialised on the GPU: the CPU's RNG would take minutes for FLUX.2 [dev]'s 56 B parameters)."""
     import torch
 
     buffers = {name: b.detach().clone() for name, b in module.named_buffers() if b.device.type != "meta"}
@@ -202,7 +237,12 @@ def _materialize(module: Any, device: Any, dtype: Any, generator: Any) -> Any:
             else:
                 # std 1/sqrt(fan_in): ~0.02 at FLUX's width 3072 (the usual init), and at the tiny widths it keeps
                 # activations O(1); 0.02 there shrinks them into float32 denormals, which are ~2x slower on a CPU.
-                param.normal_(0.0, math.prod(param.shape[1:]) ** -0.5, generator=generator)
+                std = math.prod(param.shape[1:]) ** -0.5
+                if init_device is None:
+                    param.normal_(0.0, std, generator=generator)
+                else:
+                    draw = torch.empty(param.shape, dtype=param.dtype, device=init_device)
+                    param.copy_(draw.normal_(0.0, std, generator=generator))
         for name, buffer in module.named_buffers():
             if name in buffers:
                 buffer.copy_(buffers[name])
@@ -250,12 +290,77 @@ def build_pipeline(kind: str, *, tiny: bool, device: str, dtype: Any, tokenizer_
     )
 
 
+def build_flux2_pipeline(model: str, *, tiny: bool, device: str, dtype: Any, headroom: int, seed: int = 0) -> Any:
+    """A random-weight FLUX.2 pipeline (``Flux2KleinPipeline`` for ``klein4b``, ``Flux2Pipeline`` for ``flux2dev``)
+    in ``dtype``: on ``device`` when the predictor's placement rule will keep it whole there, else in CPU RAM
+    (initialised on ``device``) for the predictor to offload or split."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Pipeline,
+        Flux2Transformer2DModel,
+    )
+
+    from fluxserve.predictors.flux2 import choose_placement, module_bytes
+    from fluxserve.predictors.tiny_flux2 import make_tokenizer
+
+    configs = flux2_configs.configs(model, tiny=tiny)
+    tokenizer = make_tokenizer(flux2_configs.TINY_KIND[model])  # type: ignore[arg-type]
+    with init_empty_weights(include_buffers=False):
+        transformer = Flux2Transformer2DModel(**configs["transformer"])
+        vae = AutoencoderKLFlux2(**configs["vae"])
+        text_encoder = flux2_configs.text_encoder(model, configs, tokenizer)
+    text_encoder.tie_weights()  # Qwen3's tied embeddings, counted once below
+    modules = (transformer, vae, text_encoder)
+    home = torch.device(device)
+    if home.type == "cuda":
+        for module in modules:
+            torch.nn.Module.to(module, dtype=dtype)  # on meta: sizes in the serving dtype
+        placement = choose_placement(
+            torch.cuda.get_device_properties(home).total_memory,
+            transformer=module_bytes(transformer),
+            text_encoder=module_bytes(text_encoder),
+            vae=module_bytes(vae),
+            headroom=headroom,
+        )
+        if placement.mode != "whole":
+            home = torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    init_device = None if home.type == torch.device(device).type else device  # draw on the GPU, keep in RAM
+    for module in modules:
+        _materialize(module, home, dtype, generator, init_device=init_device)
+        if hasattr(module, "tie_weights"):
+            module.tie_weights()  # to_empty unties them
+    scheduler = FlowMatchEulerDiscreteScheduler(**configs["scheduler"])
+    components = {"scheduler": scheduler, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
+    if model == "klein4b":
+        return Flux2KleinPipeline(**components, transformer=transformer, is_distilled=True)
+    return Flux2Pipeline(**components, transformer=transformer)
+
+
 def make_predictor(kind: str, args: argparse.Namespace, options: FastOptions, tokenizer_dir: Path) -> Any:
     """The real predictor class of ``kind`` whose ``_load`` builds the random-weight pipeline."""
     from fluxserve.predictors.flux_dev import FluxDevPredictor
     from fluxserve.predictors.flux_kontext import FluxKontextPredictor
     from fluxserve.predictors.flux_schnell import FluxSchnellPredictor
 
+    if kind in FLUX2_MODELS:
+        from fluxserve.predictors.flux2 import Flux2DevPredictor, Flux2KleinPredictor
+
+        flux2: Any = Flux2KleinPredictor if kind == "klein4b" else Flux2DevPredictor
+        size = "tiny" if args.tiny else "full size"
+        predictor = flux2(weights=f"random {flux2_configs.LABELS[kind]} ({size})", device=args.device)
+        predictor.fast_options = options
+        steps = args.schnell_steps if kind == "klein4b" else args.steps
+        if steps is not None:
+            predictor.default_steps = steps  # FLUX.2 has no steps input: the predictor's own count
+        predictor._load = lambda dtype: build_flux2_pipeline(
+            kind, tiny=args.tiny, device=args.device, dtype=dtype, headroom=predictor.gpu_headroom_bytes
+        )
+        return predictor
     cls: Any = {"schnell": FluxSchnellPredictor, "dev": FluxDevPredictor, "kontext": FluxKontextPredictor}[kind]
     predictor = cls(weights=f"random FLUX.1-{kind} ({'tiny' if args.tiny else 'full size'})", device=args.device)
     predictor.fast_options = options
@@ -266,7 +371,18 @@ def make_predictor(kind: str, args: argparse.Namespace, options: FastOptions, to
 
 
 def request(kind: str, megapixels: str, go_fast: bool, args: argparse.Namespace, fmt: str = "webp") -> dict[str, Any]:
-    """Validated inputs for one 1:1 prediction, defaults filled in as the worker does (Kontext: a gradient image)."""
+    """Validated inputs for one 1:1 prediction, defaults filled in as the worker does (Kontext: a gradient image).
+
+    FLUX.2: text to image; klein at ``output_megapixels`` ``megapixels``, [dev] at its fixed 1 MP; their steps
+    are the predictor's ``default_steps`` (no input sets them)."""
+    if kind in FLUX2_MODELS:
+        raw = {"prompt": "a cool dog wearing sunglasses", "seed": 42, "go_fast": go_fast, "output_format": fmt}
+        if kind == "klein4b":
+            raw["output_megapixels"] = megapixels
+        validation = validate_input(FLUX2_KLEIN_INPUTS if kind == "klein4b" else FLUX2_DEV_INPUTS, raw)
+        if validation.errors:
+            raise SystemExit(f"invalid inputs for {kind}: {validation.errors}")
+        return dict(validation.values)
     fields = {"schnell": FLUX_SCHNELL_INPUTS, "dev": FLUX_DEV_INPUTS, "kontext": FLUX_KONTEXT_DEV_INPUTS}[kind]
     raw: dict[str, Any] = {"prompt": "a cool dog wearing sunglasses", "seed": 42, "go_fast": go_fast}
     raw["output_format"] = fmt
@@ -362,7 +478,7 @@ def measure(
     cells = []
     for label, go_fast in settings:
         inputs = request(kind, mp, go_fast, args)
-        steps = int(inputs["num_inference_steps"])
+        steps = int(inputs.get("num_inference_steps") or predictor.default_steps)  # FLUX.2: the predictor's
         cached = go_fast and fast is not None and fast.available and fast.step_cache is not None
         cells.append((Row(kind, mp, label, steps, sum(compute_schedule(steps)) if cached else steps), inputs))
     for _ in range(args.warmup):
@@ -379,10 +495,14 @@ def measure(
             row.go_fast_log = next((line for line in ctx.logs if line.startswith("go_fast")), "")
             if on_cuda:
                 row.peak_gib = max(row.peak_gib or 0.0, torch.cuda.max_memory_allocated() / 1024**3)
-    width, height = (1024, 1024) if kind == "kontext" else image_size("1:1", mp)
+    if kind in FLUX2_MODELS:
+        width, height = flux2_size("1:1", float(mp), multiple=predictor.size_multiple)
+    else:
+        width, height = (1024, 1024) if kind == "kontext" else image_size("1:1", mp)
     img_tokens = (width // 16) * (height // 16)
     config = predictor._pipe.transformer.config
-    flops = step_flops(config, img_tokens, T5_TOKENS[kind], img_tokens if kind == "kontext" else 0)
+    cond = img_tokens if kind == "kontext" else 0
+    flops = step_flops(config, img_tokens, TEXT_TOKENS[kind], cond, gated_mlp=kind in FLUX2_MODELS)
     for row, _inputs in cells:
         row.median_s = statistics.median(row.times)
         row.p90_s = stats.percentile_linear(row.times, 90)
@@ -408,12 +528,28 @@ def image_drift(
 
 def shape_check(predictor: Any, kind: str, args: argparse.Namespace, workdir: Path) -> tuple[int, int]:
     """go_fast requests at every served shape (2 steps each; steps do not change shapes) after the warm-up:
-    (shapes run, dynamo graphs compiled meanwhile). Anything but 0 graphs means a request paid for a compile."""
+    (shapes run, dynamo graphs compiled meanwhile). Anything but 0 graphs means a request paid for a compile.
+
+    klein 4B: every aspect ratio at every ``output_megapixels``; FLUX.2 [dev]: every aspect ratio at 1 MP, and the
+    extremes of ``custom`` (256² and 1440²), which its warm-up does not cover."""
     from fluxserve.catalog.sizes import ASPECT_RATIOS, PREFERRED_KONTEXT_RESOLUTIONS
 
     graphs = _graphs_compiled()
     shapes = 0
-    if kind == "kontext":
+    if kind in FLUX2_MODELS:
+        cases: list[tuple[str, dict[str, Any]]] = []
+        for mp in KLEIN_MEGAPIXELS if kind == "klein4b" else ("1",):
+            cases += [(mp, {"aspect_ratio": ratio}) for ratio in FLUX2_ASPECT_RATIOS]
+        if kind == "flux2dev":
+            cases += [("1", {"aspect_ratio": CUSTOM, "width": side, "height": side}) for side in (256, 1440)]
+        saved, predictor.default_steps = predictor.default_steps, 2
+        try:
+            for mp, extra in cases:
+                run_predict(predictor, {**request(kind, mp, True, args), **extra}, workdir)
+                shapes += 1
+        finally:
+            predictor.default_steps = saved
+    elif kind == "kontext":
         for width, height in PREFERRED_KONTEXT_RESOLUTIONS:
             inputs = request(kind, "1", True, argparse.Namespace(**{**vars(args), "steps": 4}))
             buffer = io.BytesIO()
@@ -465,6 +601,16 @@ def setup_facts(predictor: Any, seconds: float) -> dict[str, Any]:
     }
 
 
+def placement(predictor: Any) -> str:
+    """Where the loaded modules sit: FLUX.2's placement rule and its reason, FLUX.1's offload-below-48-GiB rule."""
+    if not predictor.on_cuda:
+        return f"all on {predictor.device} ({predictor.dtype_name})"
+    chosen = getattr(predictor, "placement", None)
+    if chosen is not None:
+        return f"{chosen.mode}: {chosen.reason}"
+    return "offload: model CPU offload (GPU < 48 GiB)" if predictor.offloaded else "whole: everything on the GPU"
+
+
 def print_table(rows: list[Row], args: argparse.Namespace, facts: dict[str, Any]) -> None:
     """The one table, then each model's go_fast setup and the targets."""
     header = ["model", "MP", "go_fast", "steps", "full", "median s", "p90 s", "peak GiB", "TFLOP/st", "TFLOP/s"]
@@ -498,7 +644,11 @@ def print_table(rows: list[Row], args: argparse.Namespace, facts: dict[str, Any]
         if "shape_check" in fact:
             shapes, graphs = fact["shape_check"]
             line += f"; shape check: {shapes} served shapes after warm-up compiled {graphs} new graph(s)"
+        if "not_run" in fact:
+            line += f"; {fact['not_run']}"
         print(line)
+        if "placement" in fact:
+            print(f"  placement: {fact['placement']}")
     print(
         "\nfloor = steps x TFLOP/step / --peak-tflops (transformer only); TFLOP/s counts every step's FLOPs, "
         "forecast steps too; full = steps computed in full; recomp = dynamo graphs compiled during timed runs."
@@ -515,13 +665,19 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, build each model once, measure, print the table (and JSON with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--tiny", action="store_true", help="tiny test configs instead of full-size FLUX.1")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma list of schnell, dev, kontext")
-    parser.add_argument("--sizes", default="1,0.25", help="megapixels, comma list of 1 and 0.25 (Kontext: 1 only)")
+    parser.add_argument("--tiny", action="store_true", help="tiny test configs instead of full-size ones")
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma list of {', '.join(ALL_MODELS)} (default: the FLUX.1 ones, {','.join(MODELS)})",
+    )
+    parser.add_argument(
+        "--sizes", default="1,0.25", help="megapixels, comma list of 1 and 0.25 (kontext, flux2dev: 1 only)"
+    )
     parser.add_argument("--runs", type=int, default=10, help="timed predictions per row (default 10, at least 1)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed predictions before each row")
-    parser.add_argument("--steps", type=int, help="num_inference_steps of dev and kontext (default 28)")
-    parser.add_argument("--schnell-steps", type=int, help="num_inference_steps of schnell (default 4)")
+    parser.add_argument("--steps", type=int, help="steps of dev, kontext and flux2dev (default 28)")
+    parser.add_argument("--schnell-steps", type=int, help="steps of the 4-step models schnell and klein4b (default 4)")
     parser.add_argument("--go-fast", choices=("both", "on", "off"), default="both")
     parser.add_argument("--fast-steps", default="default", help=f"go_fast steps: default, none or from {STEPS}")
     parser.add_argument("--ablate", action="store_true", help="also rows with each go_fast step alone")
@@ -547,8 +703,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if unknown := [m for m in models if m not in MODELS]:
-        parser.error(f"unknown model(s) {unknown}; choose from {MODELS}")
+    if unknown := [m for m in models if m not in ALL_MODELS]:
+        parser.error(f"unknown model(s) {unknown}; choose from {ALL_MODELS}")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if unknown := [s for s in sizes if s not in ("1", "0.25")]:
         parser.error(f"unknown size(s) {unknown}; choose from 1, 0.25")
@@ -574,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(
-        f"# {'tiny' if args.tiny else 'full-size'} random-weight FLUX.1 on {args.device} ({gpu}); torch "
+        f"# {'tiny' if args.tiny else 'full-size'} random-weight FLUX on {args.device} ({gpu}); torch "
         f"{torch.__version__}, diffusers {diffusers.__version__}, {torch.get_num_threads()} CPU threads; "
         f"runs {args.runs}, warm-up {args.warmup}"
     )
@@ -587,9 +743,10 @@ def main(argv: list[str] | None = None) -> int:
             predictor = make_predictor(kind, args, options(fast_steps), workdir / "tokenizers")
             predictor.setup()
             fact = {"setup_s": time.perf_counter() - start, **setup_facts(predictor, math.nan)}
+            fact["placement"] = placement(predictor)
             facts[kind] = fact
             ref: dict[Any, Any] = {}
-            kind_sizes = ["1"] if kind == "kontext" else sizes
+            kind_sizes = ["1"] if kind in ("kontext", "flux2dev") else sizes
             for mp in kind_sizes:
                 settings = [("off (bf16)", False), ("on", True)]
                 settings = [x for x in settings if args.go_fast == "both" or (args.go_fast == "on") == x[1]]
@@ -598,10 +755,12 @@ def main(argv: list[str] | None = None) -> int:
                         row.psnr_db, row.max_abs_diff = image_drift(predictor, kind, mp, args, workdir, ref)
                     rows.append(row)
                 print(f"  ... {kind} {mp} MP done", file=sys.stderr, flush=True)
-            if args.shape_check and args.go_fast != "off":
+            if (args.shape_check or args.ablate) and not fact["available"]:
+                fact["not_run"] = "--shape-check and --ablate not run: go_fast is unavailable"
+            elif args.shape_check and args.go_fast != "off":
                 fact["shape_check"] = shape_check(predictor, kind, args, workdir)
-            if args.ablate:
-                for step in DEFAULT_STEPS[kind]:
+            if args.ablate and fact["available"]:
+                for step in DEFAULT_STEPS[FAMILIES[kind]]:
                     with fresh_fast(predictor, options((step,))) as step_fact:
                         facts[f"{kind} [{step}]"] = {"setup_s": step_fact["go_fast_setup_s"], **step_fact}
                         for mp in kind_sizes:

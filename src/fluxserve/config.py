@@ -173,6 +173,18 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, gt=0, description="Largest image input (URL, data URI or file) a prediction takes."
     )
     fetch_timeout_seconds: float = Field(default=30.0, gt=0, description="Time cap for fetching an input URL.")
+    max_lora_bytes: int = Field(
+        default=2_000_000_000, gt=0, description="Largest LoRA file (or .tar) a prediction may download."
+    )
+    lora_fetch_timeout_seconds: float = Field(default=600.0, gt=0, description="Time cap for downloading a LoRA.")
+    lora_cache_bytes: int = Field(
+        default=20_000_000_000,
+        gt=0,
+        description="Disk budget of the LoRA cache (<data dir>/lora-cache); least recently used files go first.",
+    )
+    lora_max_resident: int = Field(
+        default=8, ge=1, description="LoRA adapters a model keeps loaded between predictions (least recently used go)."
+    )
     data_retention_seconds: int = Field(
         default=3600,
         ge=0,

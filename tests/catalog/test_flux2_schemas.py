@@ -145,7 +145,7 @@ def test_flux2_sizes(args: tuple[Any, ...], kwargs: dict[str, Any], size: tuple[
     assert flux2_size(*args, **kwargs) == size
 
 
-NONCOMMERCIAL = {"flux-dev", "flux-kontext-dev", "flux-krea-dev", "flux-2-dev", "flux-2-klein-9b"}
+NONCOMMERCIAL = {"flux-dev", "flux-kontext-dev", "flux-krea-dev", "flux-2-dev", "flux-2-klein-9b", "flux-dev-lora"}
 
 
 def test_every_model_names_its_license_and_the_gate_refuses_noncommercial_ones(tmp_path: Path) -> None:

@@ -86,9 +86,9 @@ def test_registry_serves_the_flux_family() -> None:
     assert [spec.ref for spec in BUILTIN_MODELS] == [
         "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev", "black-forest-labs/flux-kontext-dev",
         "black-forest-labs/flux-krea-dev", "black-forest-labs/flux-2-klein-4b", "black-forest-labs/flux-2-klein-9b",
-        "black-forest-labs/flux-2-dev",
+        "black-forest-labs/flux-2-dev", "black-forest-labs/flux-dev-lora", "black-forest-labs/flux-schnell-lora",
     ]  # fmt: skip
-    assert len({spec.version_id for spec in BUILTIN_MODELS}) == 7
+    assert len({spec.version_id for spec in BUILTIN_MODELS}) == 9
     dev_output = FLUX_DEV.openapi_schema["components"]["schemas"]["Output"]
     assert dev_output == {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
     kontext_output = FLUX_KONTEXT_DEV.openapi_schema["components"]["schemas"]["Output"]

@@ -382,7 +382,7 @@ def readme(client: Client, args: list[str]) -> dict[str, Any]:
 
 
 def search(client: Client, args: list[str]) -> dict[str, Any]:
-    found = client.search(query="flux", limit=5)
+    found = client.search(query="flux schnell", limit=5)
     return {
         "query": found.query,
         "models": [f"{m.model.owner}/{m.model.name}" for m in found.models],

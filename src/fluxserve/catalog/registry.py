@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 
-from fluxserve.catalog import flux2
+from fluxserve.catalog import flux2, lora
 from fluxserve.catalog.fields import InputField
 from fluxserve.catalog.flux import (
     FLUX_DEV_INPUTS,
@@ -262,6 +262,9 @@ class PipelineFactory:
         predictor: Predictor = predictor_class(
             weights=weights, device=settings.device, fast=FastOptions.from_settings(settings)
         )
+        apply_settings = getattr(predictor, "apply_settings", None)
+        if apply_settings is not None:  # predictors with settings of their own (LoRA residency)
+            apply_settings(settings)
         return predictor
 
 
@@ -352,6 +355,31 @@ FLUX2_KLEIN_9B = ModelSpec(
     noncommercial_license="FLUX [dev] Non-Commercial License",
 )
 
+FLUX_DEV_LORA = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-dev-lora",
+    description="A version of flux-dev, a text to image model, that supports fast fine-tuned lora inference",
+    inputs=lora.FLUX_DEV_LORA_INPUTS,
+    output_schema=URI_LIST_OUTPUT,
+    predictor_factory=PipelineFactory("flux_lora", "FluxDevLoraPredictor", "flux_dev_weights", "dev"),
+    input_check=lora.lora_input_errors,
+    replicate_versions=("9dbd61f957fb7f5026588ae306b1db961f2d1d3ba314f05bc92ded2158df0b17",),
+    license_url=flux2.FLUX1_DEV_LICENSE,
+    noncommercial_license="FLUX.1 [dev] Non-Commercial License",
+)
+
+FLUX_SCHNELL_LORA = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-schnell-lora",
+    description="The fastest image generation model tailored for fine-tuned use",
+    inputs=lora.FLUX_SCHNELL_LORA_INPUTS,
+    output_schema=URI_LIST_OUTPUT,
+    predictor_factory=PipelineFactory("flux_lora", "FluxSchnellLoraPredictor", "flux_schnell_weights", "schnell"),
+    input_check=lora.lora_input_errors,
+    replicate_versions=("19482ef1ede20d3cf897574262c0e5b961e7e4216f7f143d419c39d0636a75ba",),
+    license_url=flux2.APACHE_2,
+)
+
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     FLUX_SCHNELL,
     FLUX_DEV,
@@ -360,6 +388,8 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     FLUX2_KLEIN_4B,
     FLUX2_KLEIN_9B,
     FLUX2_DEV,
+    FLUX_DEV_LORA,
+    FLUX_SCHNELL_LORA,
 )
 
 

@@ -19,12 +19,14 @@ from datetime import timedelta
 
 import httpx
 
+from fluxserve.catalog.lora import LORA_INPUTS
 from fluxserve.catalog.registry import Registry
 from fluxserve.config import Settings
 from fluxserve.events.changes import PredictionChanges
 from fluxserve.events.hub import ANY, OPERATOR, WORK, EventHub
 from fluxserve.events.webhooks import WebhookSender
 from fluxserve.lifecycle import RESTART_ERROR, RESUME_NOTE, queue_line
+from fluxserve.lora import LoraCache
 from fluxserve.metrics.prometheus import Metrics
 from fluxserve.modelstate import summarize
 from fluxserve.net.guard import NetPolicy, guarded_client
@@ -103,6 +105,7 @@ class Worker:
             models=self.model_manager,
             executor=self._executor,
             changes=PredictionChanges(hub, webhooks, metrics),
+            loras=self._lora_cache(settings, registry),
         )
         self._stopping = asyncio.Event()
         self._busy = 0
@@ -162,6 +165,23 @@ class Worker:
                 task.add_done_callback(self._operator_tasks.discard)
         if requests:
             self.hub.deliver(WORK, ANY)
+
+    def _lora_cache(self, settings: Settings, registry: Registry) -> LoraCache | None:
+        """The LoRA cache in ``<data dir>/lora-cache`` when this worker serves a model that takes LoRAs."""
+        # Forwarded models pass their LoRA inputs on as text: only local ones fetch them.
+        local = [spec for ref in self.models if (spec := registry.get(ref)) is not None and not spec.provider]
+        if not any(f.name in LORA_INPUTS for spec in local for f in spec.inputs):
+            return None
+        policy = NetPolicy(allow_loopback=settings.allow_loopback_urls)
+        return LoraCache(
+            settings.data_dir / "lora-cache",
+            max_bytes=settings.max_lora_bytes,
+            budget_bytes=settings.lora_cache_bytes,
+            time_limit=settings.lora_fetch_timeout_seconds,
+            client_factory=lambda: guarded_client(
+                policy, timeout=httpx.Timeout(settings.fetch_timeout_seconds, connect=10.0), follow_redirects=True
+            ),
+        )
 
     async def run(self) -> None:
         """Run until cancelled: preload, then ``worker_concurrency`` claim loops for the local models, one

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from fluxserve.catalog.fields import validate_input
-from fluxserve.catalog.registry import Registry
+from fluxserve.catalog.lora import LORA_INPUTS
+from fluxserve.catalog.registry import ModelSpec, Registry
 from fluxserve.config import Settings
 from fluxserve.events.changes import PredictionChanges
 from fluxserve.events.hub import CANCEL, EventHub, Subscription
@@ -37,6 +38,7 @@ from fluxserve.lifecycle import (
     STOP_RUN_TIME,
     Status,
 )
+from fluxserve.lora import LoraCache, LoraFile
 from fluxserve.predictors.base import PredictionCanceled, WeightsUnavailable
 from fluxserve.schema import utcnow
 from fluxserve.storage import BlobStore, blob_ref, count_blob_refs
@@ -71,6 +73,8 @@ class RunEnv:
     models: ModelManager
     executor: ThreadPoolExecutor
     changes: PredictionChanges
+    #: Where LoRA inputs are fetched into (None: this worker serves no LoRA model).
+    loras: LoraCache | None = None
 
 
 class _Lost(Exception):
@@ -167,7 +171,7 @@ class PredictionRun:
     # --- the work --------------------------------------------------------------------------------------
 
     async def _do_work(self) -> Any:
-        env, row, ctx = self.env, self.row, self.ctx
+        env, row = self.env, self.row
         spec = env.registry.get(row.model)
         if spec is None:
             raise RuntimeError(f"Model {row.model} is not served by this worker.")
@@ -177,6 +181,35 @@ class PredictionRun:
         if validation.errors:
             raise ValueError("; ".join(f"{e.field}: {e.description}" for e in validation.errors))
         values = await env.inputs.resolve(spec, row.key_id, validation.values)
+        held = await self._fetch_loras(spec, values)
+        try:
+            return await self._predict(spec, values)
+        finally:
+            for lora in held:
+                lora.release()
+
+    async def _fetch_loras(self, spec: ModelSpec, values: dict[str, Any]) -> list[LoraFile]:
+        """Replace each LoRA input of ``values`` by its checked local file (kept from eviction until released)."""
+        names = [f.name for f in spec.inputs if f.name in LORA_INPUTS and values.get(f.name) is not None]
+        if not names or spec.provider:  # a forwarded model passes them on as they are
+            return []
+        if self.env.loras is None:
+            raise RuntimeError("this worker has no LoRA cache")
+        held: list[LoraFile] = []
+        try:
+            for name in names:
+                lora = await self.env.loras.get(str(values[name]), name, self.ctx.log)
+                held.append(lora)
+                values[name] = lora
+                self.ctx.check_canceled()
+        except BaseException:
+            for lora in held:
+                lora.release()
+            raise
+        return held
+
+    async def _predict(self, spec: ModelSpec, values: dict[str, Any]) -> Any:
+        env, ctx = self.env, self.ctx
         ctx.check_canceled()
         self.phase = LOADING
         predictor = await env.models.acquire(spec, ctx.log)
