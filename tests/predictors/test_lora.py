@@ -395,6 +395,30 @@ def test_hot_swap_refuses_a_wrong_architecture_and_keeps_the_slot(pipe: Any, tin
     np.testing.assert_allclose(a, fresh_image(tiny, [(loras.a, 1.0)]), atol=1e-5)
 
 
+def test_hot_swapping_into_a_compiled_transformer_never_recompiles(tiny: Path, loras: Loras) -> None:
+    """The hot-swap mode's point: with both slots made before compiling (as a compiled go_fast pipeline would
+    make them at setup), other LoRAs, other scales, one LoRA or two, and no LoRA all reuse the compiled graphs.
+    Compiled with dynamo's ``eager`` backend: recompiles are dynamo's guards failing, the same on CPU and GPU."""
+    import torch._dynamo
+
+    pipe = load_pipe(tiny)
+    adapters = LoraAdapters(hotswap_max_rank=8)
+    with_loras(adapters, pipe, [(loras.a, 1.0), (loras.b, 1.0)])  # both slots exist, padded to rank 8
+    torch._dynamo.reset()
+    pipe.transformer.compile(backend="eager", dynamic=False)
+    # One graph with the slots enabled and one with LoRA layers disabled (a plain request): made once each.
+    with_loras(adapters, pipe, [(loras.a, 1.0)])
+    image(pipe)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        c, logs = with_loras(adapters, pipe, [(loras.c, 0.6)])  # another rank and alpha, swapped in place
+        assert logs[0].endswith("(hot-swapped)"), logs
+        two, _ = with_loras(adapters, pipe, [(loras.c, 1.0), (loras.a, -0.5)])
+        plain, _ = with_loras(adapters, pipe, [])
+    np.testing.assert_allclose(c, fresh_image(tiny, [(loras.c, 0.6)]), atol=1e-5)
+    np.testing.assert_allclose(two, fresh_image(tiny, [(loras.c, 1.0), (loras.a, -0.5)]), atol=1e-5)
+    np.testing.assert_allclose(plain, image(load_pipe(tiny)), atol=1e-5)
+
+
 def test_importing_the_module_does_not_import_torch() -> None:
     import subprocess
     import sys

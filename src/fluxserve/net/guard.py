@@ -11,8 +11,10 @@ local development only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -142,11 +144,12 @@ def guarded_client(policy: NetPolicy, *, timeout: httpx.Timeout, follow_redirect
     With ``follow_redirects`` (image inputs), up to 5 redirects are followed; each hop is a new
     connection and so is vetted again. Webhooks keep them off: a 3xx counts as a failed delivery.
     """
-    transport = httpx.AsyncHTTPTransport(retries=0)
+    context = _ssl_context()
+    transport = httpx.AsyncHTTPTransport(retries=0, verify=context)
     # httpx does not take a network backend; swap the connection pool for one that uses ours
     # (TLS still verifies the certificate of the URL's host name, not of the IP).
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=context,
         network_backend=GuardedBackend(policy),
         max_connections=50,
         keepalive_expiry=5.0,
@@ -154,3 +157,10 @@ def guarded_client(policy: NetPolicy, *, timeout: httpx.Timeout, follow_redirect
     return httpx.AsyncClient(
         transport=transport, follow_redirects=follow_redirects, max_redirects=5, timeout=timeout, trust_env=False
     )
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context for every guarded client: building one reads the CA bundle (~25 ms), which a
+    client made per download (the LoRA cache makes one per fetch) would otherwise pay each time."""
+    return httpx.create_ssl_context()
