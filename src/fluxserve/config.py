@@ -142,6 +142,26 @@ class Settings(BaseSettings):
         default=False,
         description="Let webhooks and image URLs reach loopback addresses (tests and local development only).",
     )
+    openai_default_model: str = Field(
+        default="black-forest-labs/flux-schnell",
+        description="The model of an OpenAI Images API generation that names none.",
+    )
+    openai_default_edit_model: str | None = Field(
+        default=None,
+        description="The model of an OpenAI image edit that names none (default: the first served of "
+        "flux-kontext-dev, flux-2-klein-4b, flux-2-dev, flux-dev).",
+    )
+    openai_model_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object of OpenAI model names to served models, e.g. {"dall-e-3": '
+        '"black-forest-labs/flux-dev"} (a served model\'s bare name, such as flux-schnell, always works).',
+    )
+    openai_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long an OpenAI Images API call waits for its predictions before answering 504 with "
+        "their ids (they go on running).",
+    )
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Largest file POST /v1/files accepts.")
     file_ttl_seconds: int = Field(
         default=24 * 3600, gt=0, description="How long uploaded files live (Replicate: 24 h)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -89,8 +90,25 @@ class InputValidationFailed(FluxserveError):
 
     @classmethod
     def of(cls, fields: Sequence[InvalidField]) -> InputValidationFailed:
-        """The 422 for ``fields``; the detail lists each as ``- field: description``."""
-        return cls("".join(f"- {f.field}: {f.description}\n" for f in fields), invalid_fields=fields)
+        """The 422 for ``fields``; the detail lists each on a line of its own (see :func:`detail_line`)."""
+        return cls("".join(f"{detail_line(f)}\n" for f in fields), invalid_fields=fields)
+
+
+def detail_line(f: InvalidField) -> str:
+    """``f`` as a line of a 422's ``detail``, naming its field once.
+
+    Descriptions usually begin with the input's own name (``prompt is required``, ``image: must be an http(s)
+    URL …``, as a prediction's error names it); that name becomes the field's full path instead of being
+    repeated after it: ``- input.prompt is required``, ``- input.image: must be …``. A description that names
+    the field elsewhere (``Additional property foo is not allowed``) stands alone; any other follows the field:
+    ``- input.steps: …``.
+    """
+    name = f.field.rsplit(".", 1)[-1]
+    if f.description.startswith((f"{name} ", f"{name}:")):
+        return f"- {f.field}{f.description[len(name) :]}"
+    if re.search(rf"(?<![\w.\[]){re.escape(name)}(?![\w\[])", f.description):
+        return f"- {f.description}"
+    return f"- {f.field}: {f.description}"
 
 
 class InvalidVersion(FluxserveError):

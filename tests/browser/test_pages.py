@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support import Server, wait_for
+from fluxserve.hints import command
+from tests.support import Server, create_key, wait_for
 
 
 def no_sideways_scroll(page: Any) -> bool:
@@ -37,6 +38,9 @@ def test_playground_runs_flux_schnell_and_shows_the_image(server: Server, deskto
     assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [512, 512]
     page.wait_for_selector("[data-role=result] [data-role=status]:text('succeeded')")
     page.wait_for_selector("[data-role=result] [data-role=metrics] >> text=Predict time")
+    # --demo: the noise comes with its reason.
+    banner = page.locator("[data-role=result] [data-role=demo-banner]")
+    assert banner.is_visible() and "noise, by design" in banner.inner_text()
     pid = page.get_attribute("[data-role=result] .prediction", "data-prediction")
     with server.client() as http:
         sent = http.get(f"/predictions/{pid}").json()
@@ -169,3 +173,32 @@ def test_playground_shows_a_loading_model_until_it_is_ready(tmp_path: Any, tiny_
         assert errors == []
     finally:
         server.stop()
+
+
+def test_playground_empty_gallery_says_what_is_missing(server: Server, desktop: Any) -> None:
+    """No key entered, a refused key and a key without predictions are three different empty galleries."""
+    page = desktop
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    empty = page.locator("[data-role=gallery-empty]")
+    page.goto(f"{server.base}/")
+    page.wait_for_function("() => document.querySelector('[data-role=key-status]').textContent.includes('Paste')")
+    assert empty.is_visible() and empty.get_attribute("data-state") == "no-key"
+    assert "No API key entered" in empty.inner_text() and "No predictions yet" not in empty.inner_text()
+    assert empty.locator("code").inner_text() == command("keys create --name me")
+
+    page.fill("[data-role=key]", "fs_not-a-key")
+    page.click("text=Use key")
+    page.wait_for_selector("[data-role=gallery-empty][data-state=refused]")
+    assert "refused" in empty.inner_text() and empty.locator("code").inner_text() == command("keys create --name me")
+
+    fresh = create_key(server.data_dir, server.env(), name="no-predictions")
+    page.fill("[data-role=key]", fresh)
+    page.click("text=Use key")
+    page.wait_for_selector("[data-role=gallery-empty][data-state=empty]")
+    assert "No predictions yet" in empty.inner_text()
+
+    page.click("[data-role=forget]")
+    page.wait_for_selector("[data-role=gallery-empty][data-state=no-key]")
+    assert "No API key entered" in empty.inner_text()
+    assert errors == []

@@ -108,7 +108,10 @@ def test_data_uris_outputs_and_bad_inputs(server: Server) -> None:
             assert response.status_code == 422, bad
             problem = response.json()
             assert problem["invalid_fields"][0]["field"] == "input.image"
-            assert reason in problem["detail"]
+            assert reason in problem["invalid_fields"][0]["description"]
+            # The detail names the field once: "- input.image: must be …", never "- input.image: image: must be …".
+            assert problem["detail"].startswith("- input.image: ") and reason in problem["detail"]
+            assert "input.image: image" not in problem["detail"]
         not_an_image = client.post(
             INFO, json={"input": {"image": "data:text/plain;base64," + base64.b64encode(b"hello").decode()}}
         )

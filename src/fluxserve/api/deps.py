@@ -33,7 +33,9 @@ async def call(request: Request) -> Call:
     key = await current_key(request)
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
-        creating = request.method == "POST" and request.url.path.endswith("/predictions")
+        path = request.url.path
+        # OpenAI image calls create predictions too: they count against the create limit.
+        creating = request.method == "POST" and (path.endswith("/predictions") or "/images/" in path)
         await limiter.check(key.id, creating=creating)
     rt: ApiState = request.app.state.api
     return Call(key, rt.service, links_for(request, rt.settings))

@@ -1,9 +1,12 @@
-"""Web pages: the playground (``/``) and one prediction's page (``/p/{id}``).
+"""Web pages: the playground (``/``), one prediction's page (``/p/{id}``) and the API docs (``/docs``, ``/redoc``).
 
 The prediction page is a capability URL, like the stream it follows: anyone with the link can watch
 the prediction, and the page shows nothing beyond the prediction itself (not its key, not its
 webhook). Changing anything (cancel, create) goes through the API with a key the user pastes into
 the page, which keeps it in the browser's localStorage.
+
+The API docs are FastAPI's Swagger UI and ReDoc pages with their scripts and styles served from this
+server (``/docs/assets``, from the ``fastapi-offline`` package), not from a CDN: they work offline.
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DBAPIError
 
 from fluxserve.api.links import Links, links_for
 from fluxserve.api.render import render_prediction
 from fluxserve.api.state import ApiState
 from fluxserve.api.stream import Cursor
+from fluxserve.catalog.registry import PipelineFactory
 from fluxserve.errors import NotFound
+from fluxserve.hints import command
 from fluxserve.progress import Progress, parse_progress
 from fluxserve.schema import format_timestamp
 from fluxserve.service.follow import find_prediction
@@ -30,6 +38,10 @@ from fluxserve.store.rows import PredictionRow
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
+#: Swagger UI's and ReDoc's scripts and styles (and a favicon), as the fastapi-offline package ships them.
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
+#: Where :data:`DOCS_ASSETS_DIR` is mounted (not under ``/static``, whose mount would shadow it).
+DOCS_ASSETS_PATH = "/docs/assets"
 
 router = APIRouter(include_in_schema=False)
 
@@ -97,6 +109,10 @@ class PredictionView:
     completed_at: tuple[str, str] | None
     metrics: list[tuple[str, str]] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    #: Whether the model runs tiny random demo weights here (``--demo``): its images are noise.
+    demo: bool = False
+    #: The command that downloads the model's real weights, when ``fluxserve pull`` knows them.
+    demo_pull: str | None = None
 
 
 def _input_items(values: dict[str, Any] | None) -> list[InputItem]:
@@ -162,13 +178,34 @@ def prediction_view(row: PredictionRow, links: Links) -> PredictionView:
     )
 
 
+def demo_weights(rt: ApiState, model: str) -> PipelineFactory | None:
+    """The pipeline of ``model`` if it runs the tiny random weights of ``--demo`` here (its images are noise)."""
+    spec = rt.registry.get(model)
+    if not rt.settings.demo or spec is None or not isinstance(spec.predictor_factory, PipelineFactory):
+        return None
+    return spec.predictor_factory
+
+
+def _pull_command(model: str, pipeline: PipelineFactory) -> str | None:
+    """``fluxserve pull …`` for the weights ``model`` runs without ``--demo``; None when pull does not know them
+    (weights a models file names)."""
+    if pipeline.weights_override is not None or not model.startswith("black-forest-labs/"):
+        return None
+    # The LoRA models run their base model's weights (flux-dev-lora: flux-dev's), which is what pull knows.
+    return command(f"pull {model.removesuffix('-lora')}")
+
+
 async def _view(request: Request, prediction_id: str) -> tuple[PredictionView, Links]:
     rt: ApiState = request.app.state.api
     row = await find_prediction(rt.service, prediction_id)
     if row is None:
         raise NotFound(f"Prediction {prediction_id} not found.")
     links = links_for(request, rt.settings)
-    return prediction_view(row, links), links
+    view = prediction_view(row, links)
+    pipeline = demo_weights(rt, row.model)
+    if pipeline is not None:
+        view.demo, view.demo_pull = True, _pull_command(row.model, pipeline)
+    return view, links
 
 
 def _render(request: Request, name: str, links: Links, context: dict[str, Any]) -> Response:
@@ -196,4 +233,38 @@ async def prediction_fragment(prediction_id: str, request: Request) -> Response:
 async def playground(request: Request) -> Response:
     """The playground: pick a model, fill in its form, run it, watch it; the key's recent predictions."""
     rt: ApiState = request.app.state.api
-    return _render(request, "playground.html", links_for(request, rt.settings), {})
+    try:
+        # What the empty gallery says: a server without any key yet needs one created before anything works.
+        has_keys = await rt.store.count_keys() > 0
+    except DBAPIError:
+        has_keys = True  # the database does not answer: the page still renders, as for a server with keys
+    context = {"has_keys": has_keys, "keys_create": command("keys create --name me")}
+    return _render(request, "playground.html", links_for(request, rt.settings), context)
+
+
+@router.get("/docs", response_class=HTMLResponse)
+async def swagger_ui(request: Request) -> Response:
+    """FastAPI's Swagger UI, its assets served from this server."""
+    rt: ApiState = request.app.state.api
+    origin = links_for(request, rt.settings).origin
+    return get_swagger_ui_html(
+        openapi_url=f"{origin}{request.app.openapi_url}",
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{origin}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+        swagger_css_url=f"{origin}{DOCS_ASSETS_PATH}/swagger-ui.css",
+        swagger_favicon_url=f"{origin}{DOCS_ASSETS_PATH}/favicon.png",
+    )
+
+
+@router.get("/redoc", response_class=HTMLResponse)
+async def redoc(request: Request) -> Response:
+    """FastAPI's ReDoc page, its script served from this server (and no web fonts)."""
+    rt: ApiState = request.app.state.api
+    origin = links_for(request, rt.settings).origin
+    return get_redoc_html(
+        openapi_url=f"{origin}{request.app.openapi_url}",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{origin}{DOCS_ASSETS_PATH}/redoc.standalone.js",
+        redoc_favicon_url=f"{origin}{DOCS_ASSETS_PATH}/favicon.png",
+        with_google_fonts=False,
+    )

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fluxserve.api.openai_errors import from_problem, is_openai_path
 from fluxserve.errors import FluxserveError, InvalidField, InvalidRequest
 from fluxserve.schema import Problem
 
@@ -86,30 +87,46 @@ def invalid_request(fields: Sequence[InvalidField]) -> InvalidRequest:
     return InvalidRequest("".join(f"- {f.description}\n" for f in fields), invalid_fields=fields)
 
 
-async def _fluxserve_error(_request: Request, exc: Exception) -> Response:
+def _respond(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    invalid_fields: Sequence[InvalidField] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A problem+json response, or OpenAI's error shape on the OpenAI-compatible routes."""
+    if is_openai_path(request):
+        return from_problem(status, detail, invalid_fields, headers)
+    return problem_response(status, title, detail, invalid_fields=invalid_fields, headers=headers)
+
+
+async def _fluxserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FluxserveError)
-    return problem_response(exc.status, exc.title, exc.detail, invalid_fields=exc.invalid_fields, headers=exc.headers)
+    return _respond(request, exc.status, exc.title, exc.detail, invalid_fields=exc.invalid_fields, headers=exc.headers)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     error = invalid_request(pydantic_invalid_fields(exc.errors()))
     title = "Invalid JSON" if any(f.type == "json_invalid" for f in error.invalid_fields or ()) else error.title
-    return problem_response(422, title, error.detail, invalid_fields=error.invalid_fields)
+    return _respond(request, 422, title, error.detail, invalid_fields=error.invalid_fields)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     title = _TITLES.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No such endpoint. The API lives under /v1 (and /replicate/v1)."
-    return problem_response(exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+    return _respond(request, exc.status_code, title, detail, headers=getattr(exc, "headers", None))
 
 
-async def _database_error(_request: Request, exc: Exception) -> Response:
+async def _database_error(request: Request, exc: Exception) -> Response:
     log.error("database error: %s", exc)
-    return problem_response(
+    return _respond(
+        request,
         503,
         "Service unavailable",
         "The database is unreachable; try again shortly.",
@@ -117,9 +134,9 @@ async def _database_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _unexpected(_request: Request, exc: Exception) -> Response:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return problem_response(500, "Internal server error", "An unexpected error occurred; it has been logged.")
+    return _respond(request, 500, "Internal server error", "An unexpected error occurred; it has been logged.")
 
 
 def install(app: FastAPI) -> None:

@@ -16,8 +16,10 @@ from fluxserve.cli.options import DatabaseUrl, DataDir, settings_with, with_stor
 from fluxserve.cli.predictions import predictions_app
 from fluxserve.cli.pull import pull
 from fluxserve.cli.run import run
+from fluxserve.hints import command
 
 if TYPE_CHECKING:
+    from fluxserve.config import Settings
     from fluxserve.runtime import Runtime
     from fluxserve.store.rows import KeyRow, UsageRow
     from fluxserve.store.store import Store
@@ -34,6 +36,19 @@ app.add_typer(models_app, name="models")
 
 _settings = settings_with
 _with_store = with_store
+
+
+def _require_model_stack(settings: Settings, models: list[str] | None = None) -> None:
+    """Exit 2 with what to install when the worker this process would run needs the model stack and lacks it."""
+    from fluxserve.gateway.served import build_registry
+    from fluxserve.modelstack import model_stack_problem
+
+    registry = build_registry(settings)
+    specs = [spec for spec in registry if models is None or spec.ref in models]
+    problem = model_stack_problem(specs)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
 
 
 def _configure_logging(level: str, log_format: str = "text") -> None:
@@ -79,9 +94,13 @@ def serve(
         worker=False if no_worker else None,
     )
     _configure_logging(settings.log_level, settings.log_format)
+    if settings.worker:
+        _require_model_stack(settings)
     if settings.demo:
         logging.getLogger("fluxserve").warning(
-            "Demo mode: models run tiny random pipelines; the images are noise, not FLUX output."
+            "Demo mode: models run tiny random pipelines; the images are noise, not FLUX output. For real images, "
+            "download the weights (%s) and start without --demo.",
+            command("pull black-forest-labs/flux-schnell"),
         )
     config = uvicorn.Config(
         create_app(settings, open_api_state),
@@ -145,6 +164,7 @@ def worker(
         worker_metrics_host=metrics_host,
     )
     _configure_logging(settings.log_level, settings.log_format)
+    _require_model_stack(settings, model or None)
 
     async def run() -> None:
         from fluxserve.runtime import Runtime
@@ -242,7 +262,7 @@ def keys_revoke(
 
     revoked = asyncio.run(_with_store(_settings(data_dir=data_dir, database_url=database_url), revoke))
     if not revoked:
-        typer.echo(f"No live key has the id or name {key!r} (fluxserve keys list shows them).", err=True)
+        typer.echo(f"No live key has the id or name {key!r} ({command('keys list')} shows them).", err=True)
         raise typer.Exit(1)
     for row in revoked:
         typer.echo(f"Revoked key {row.id} ({row.name}).")

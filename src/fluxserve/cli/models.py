@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fluxserve.cli.options import DatabaseUrl, DataDir, settings_with, with_store
+from fluxserve.hints import command
 
 if TYPE_CHECKING:
     from fluxserve.store.rows import WorkerRow
@@ -56,7 +57,7 @@ def _request(action: str, model: str, data_dir: DataDir, database_url: DatabaseU
         raise typer.Exit(1)
     # Workers read requests at their next heartbeat (a third of a lease at most).
     typer.echo(f"Asked {len(workers)} worker(s) to {action} {model}: {', '.join(workers)}")
-    typer.echo("Follow it with: fluxserve models list")
+    typer.echo(f"Follow it with: {command('models list')}")
 
 
 @models_app.command("load")

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fluxserve.client import DEFAULT_BASE_URL, Client, ClientError
+from fluxserve.hints import command
 
 BaseUrl = Annotated[
     str,
@@ -47,7 +48,7 @@ def open_client(base_url: str, token: str | None) -> Client:
     if not token:
         err_console().print(
             "[red]No API key.[/] Pass --token, or set FLUXSERVE_API_TOKEN (or REPLICATE_API_TOKEN). "
-            "Create a key with: fluxserve keys create"
+            f"Create a key with: {escape(command('keys create'))}"
         )
         raise typer.Exit(2)
     try:

@@ -165,11 +165,12 @@ class PredictionService:
         api_base: str | None = None,
         cancel_after: str | None = None,
         deployment: str | None = None,
+        note: str | None = None,
     ) -> PredictionRow:
         """Validate the input, store the prediction as ``starting`` and wake the workers.
 
         With ``wait``, hold on up to that many seconds for a terminal state (``Prefer: wait``) and
-        return the prediction as it is then.
+        return the prediction as it is then. ``note`` starts its logs (a line ending in a newline).
         """
         if spec.refused:
             raise LicenseNotAccepted(spec.refused)
@@ -190,7 +191,7 @@ class PredictionService:
                 f"{spec.ref} already has {self.queue_cap} predictions waiting; try again shortly.",
                 headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
             )
-        logs, stored_input = "", request.input
+        logs, stored_input = db_text(note) or "", request.input
         if validation.ignored:
             # Dropped, not refused (as Replicate and Cog do), and said where the user looks.
             # Escaped as the store escapes text, so the create response reads as every later GET does.
@@ -355,6 +356,12 @@ class PredictionService:
                 self.hub.publish(CANCEL, row.id)
                 row = await self._wait(row, changes, CANCEL_SETTLE_SECONDS)
             return row
+
+    async def wait_for(self, row: PredictionRow, seconds: float) -> PredictionRow:
+        """The prediction once it is terminal, or as it is after ``seconds``."""
+        with self.hub.subscribe(PREDICTION, row.id) as changes:
+            fresh = await self.store.get_prediction(row.id)  # after subscribing: no change slips between
+            return await self._wait(fresh or row, changes, seconds)
 
     async def _wait(self, row: PredictionRow, changes: Subscription, seconds: float) -> PredictionRow:
         """Wait up to ``seconds`` for a terminal state; ``row`` is current as of the subscription.

@@ -30,6 +30,25 @@
     part("forget").classList.toggle("hidden", !watch.getKey());
   }
 
+  // --- what an empty gallery says: the missing key (none entered, or refused) is not "no predictions"
+
+  const emptyBox = part("gallery-empty");
+  // The server's own wording for "no key entered" (it knows whether any key exists, and the command to make one).
+  const noKeyNodes = Array.from(emptyBox.childNodes, (node) => node.cloneNode(true));
+
+  function withCommand(before, after) {
+    const code = document.createElement("code");
+    code.textContent = root.dataset.keysCreate;
+    return [before, code, after];
+  }
+
+  function showEmpty(state, nodes) {
+    emptyBox.dataset.state = state;
+    emptyBox.classList.toggle("hidden", state === "none");
+    if (state === "no-key") emptyBox.replaceChildren(...noKeyNodes.map((node) => node.cloneNode(true)));
+    else if (nodes) emptyBox.replaceChildren(...nodes);
+  }
+
   part("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const key = part("key").value.trim();
@@ -49,6 +68,7 @@
     part("run").disabled = true;
     part("fields").replaceChildren();
     part("gallery").replaceChildren();
+    showEmpty("no-key");
     showKeyState("Key forgotten.");
   });
 
@@ -57,12 +77,18 @@
   async function loadModels() {
     if (!watch.getKey()) {
       showKeyState("Paste an API key to start. It stays in this browser (localStorage).");
+      showEmpty("no-key");
       return;
     }
     try {
       models = (await apiGet("/models")).results;
     } catch (error) {
       showKeyState(`The server refused the key: ${error.message}`);
+      part("gallery").replaceChildren();
+      showEmpty(
+        "refused",
+        withCommand("The key was refused, so there are no predictions to show. Paste another one above, or create one with ", ".")
+      );
       return;
     }
     showKeyState("Using the key saved in this browser.");
@@ -338,6 +364,7 @@
     try {
       page = await apiGet("/predictions");
     } catch (error) {
+      showEmpty("error", [`Could not load the predictions: ${error.message}`]);
       return;
     }
     const tiles = page.results.slice(0, 24).map((p) => {
@@ -378,6 +405,8 @@
       return tile;
     });
     part("gallery").replaceChildren(...tiles);
+    if (tiles.length) showEmpty("none");
+    else showEmpty("empty", ["No predictions yet: run a model above and it appears here."]);
   }
 
   loadModels();
