@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fluxserve.events.hub import PREDICTION, EventHub
+from fluxserve.events.webhooks import wants
 from fluxserve.store.rows import PredictionRow
 
 if TYPE_CHECKING:
@@ -53,8 +54,10 @@ class PredictionChanges:
             if row.output is not None:
                 self.webhooks.event(row, "output")
             self.webhooks.forget(row.id)
-            # Send the terminal webhook now rather than at the sender's next poll.
-            self.webhooks.wake.set()
+            if wants(row, "completed"):
+                # Its outbox row was just written: send it now rather than at the sender's next poll. Only
+                # then: a wake costs the sender an outbox claim, which most predictions (no webhook) never need.
+                self.webhooks.wake.set()
 
     def touched(self, prediction_ids: list[str]) -> None:
         """Rows changed in bulk by a query: whoever follows them re-reads."""

@@ -115,6 +115,8 @@ class WebhookSender:
         self._pending: dict[str, PredictionRow] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
+        #: Outbox claims made so far: each is a query, so the tests hold it to one per wake or poll.
+        self.claims = 0
 
     async def close(self) -> None:
         """Stop pending sends and close connections."""
@@ -211,15 +213,19 @@ class WebhookSender:
 
     async def run(self, poll_seconds: float = 1.0) -> None:
         """Deliver due outbox rows forever (safe in every process: rows are claimed with a lease)."""
+        limit = 20
         while True:
+            # Cleared before claiming, so a wake that arrives while this claim runs is not lost.
+            self.wake.clear()
+            self.claims += 1
             try:
-                due = await self.store.claim_deliveries(limit=20, lease_seconds=DELIVERY_LEASE_SECONDS)
+                due = await self.store.claim_deliveries(limit=limit, lease_seconds=DELIVERY_LEASE_SECONDS)
                 if due:
                     await asyncio.gather(*(self._deliver(d) for d in due))
-                    continue
+                    if len(due) == limit:
+                        continue  # maybe more are due; a short batch means the outbox is drained
             except Exception as exc:
                 log.warning("webhook outbox: %s (will retry)", exc)
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), poll_seconds)
 
