@@ -317,6 +317,8 @@ def make_target(variant: Variant, venv: Path, deadlines: Deadlines, workdir: Pat
             "FLUXSERVE_DATA_DIR": str(data_dir),
             "FLUXSERVE_DEMO": "true",
             "FLUXSERVE_PRELOAD": "none",
+            # The servers' venv has no torch: the in-process worker runs the fixture models it uses, no FLUX model.
+            "FLUXSERVE_WORKER_MODELS": "fluxserve-fixtures/noop,fluxserve-fixtures/slow-steps",
             # Two prediction slots: the long Prefer: wait create and the long SSE stream run side by side.
             "FLUXSERVE_WORKER_CONCURRENCY": "2",
             "FLUXSERVE_HEADER_TIMEOUT_SECONDS": f"{deadlines.header:g}",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
         description="Serve the FLUX models from tiny random pipelines built into the data dir (images are noise).",
     )
     worker: bool = Field(default=True, description="Run the prediction worker inside the API process.")
+    worker_models: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Models this process's worker runs, comma-separated owner/name (default: every model served); "
+        "`fluxserve worker --model` overrides it. The others are still served, for workers elsewhere to run.",
+    )
     worker_concurrency: int = Field(
         default=1, ge=1, description="Predictions the in-process worker runs at once (1 per GPU)."
     )
@@ -269,6 +275,17 @@ class Settings(BaseSettings):
         default="text",
         description="Log lines as text, or as JSON objects (ts, level, logger, message, prediction_id) for collectors.",
     )
+
+    @field_validator("worker_models", mode="before")
+    @classmethod
+    def _worker_models(cls, value: Any) -> Any:
+        # "a/b,c/d" from the environment (a JSON list works too); empty means every model.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        return value or None
 
     @field_validator("go_fast_compile_mode", mode="before")
     @classmethod

@@ -214,7 +214,7 @@ class Runtime:
 @asynccontextmanager
 async def open_api_state(settings: Settings) -> AsyncIterator[ApiState]:
     """The API's state for ``fluxserve serve``: a runtime with the in-process worker when enabled."""
-    runtime = await Runtime.open(settings, with_worker=settings.worker)
+    runtime = await Runtime.open(settings, with_worker=settings.worker, worker_models=settings.worker_models)
     try:
         yield runtime.api_state()
     finally:

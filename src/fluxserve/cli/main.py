@@ -44,6 +44,11 @@ def _require_model_stack(settings: Settings, models: list[str] | None = None) ->
     from fluxserve.modelstack import model_stack_problem
 
     registry = build_registry(settings)
+    unknown = [m for m in models or [] if registry.get(m) is None]
+    if unknown:
+        known = ", ".join(spec.ref for spec in registry)
+        typer.echo(f"error: unknown model(s) {', '.join(unknown)} for the worker; this build serves {known}", err=True)
+        raise typer.Exit(2)
     specs = [spec for spec in registry if models is None or spec.ref in models]
     problem = model_stack_problem(specs)
     if problem is not None:
@@ -95,7 +100,7 @@ def serve(
     )
     _configure_logging(settings.log_level, settings.log_format)
     if settings.worker:
-        _require_model_stack(settings)
+        _require_model_stack(settings, settings.worker_models)
     if settings.demo:
         logging.getLogger("fluxserve").warning(
             "Demo mode: models run tiny random pipelines; the images are noise, not FLUX output. For real images, "
@@ -164,7 +169,8 @@ def worker(
         worker_metrics_host=metrics_host,
     )
     _configure_logging(settings.log_level, settings.log_format)
-    _require_model_stack(settings, model or None)
+    models = model or settings.worker_models
+    _require_model_stack(settings, models)
 
     async def run() -> None:
         from fluxserve.runtime import Runtime
@@ -173,9 +179,7 @@ def worker(
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runtime = await Runtime.open(
-            settings, with_worker=True, worker_models=model or None, exit_if_nothing_loads=True
-        )
+        runtime = await Runtime.open(settings, with_worker=True, worker_models=models, exit_if_nothing_loads=True)
         assert runtime.worker is not None
         listener = None
         if settings.worker_metrics_port is not None:
